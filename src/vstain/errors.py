@@ -1,0 +1,21 @@
+"""Errors a user can hit. Each message says what went wrong and what to do."""
+
+
+class VstainError(Exception):
+    """Base class of every error vstain reports to a user."""
+
+
+class SlideError(VstainError):
+    """A slide cannot be read or written (missing, corrupt, unsupported pixels)."""
+
+
+class RegionError(VstainError):
+    """A requested region does not lie on the slide."""
+
+
+class OutputExistsError(VstainError):
+    """An output exists and neither resume nor overwrite was asked for."""
+
+
+class CancelledError(VstainError):
+    """Work was cancelled through a cancel token."""

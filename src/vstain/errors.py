@@ -19,3 +19,11 @@ class OutputExistsError(VstainError):
 
 class CancelledError(VstainError):
     """Work was cancelled through a cancel token."""
+
+
+class StainError(VstainError):
+    """An image cannot be unmixed, measured or scored (wrong shape, no tissue, one stain)."""
+
+
+class DatasetError(VstainError):
+    """A paired dataset folder is missing, empty, or holds unpaired or mismatched images."""

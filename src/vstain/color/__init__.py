@@ -1,5 +1,13 @@
 """Stain optics: optical density, colour deconvolution, DAB masks, positivity."""
 
+from vstain.color.dab import dab_od
+from vstain.color.dab_mask import (
+    DabStats,
+    coarse_dab_mask,
+    dab_threshold_stats,
+    signed_distance,
+    split_touching,
+)
 from vstain.color.optics import (
     HED,
     StainMatrix,
@@ -10,14 +18,28 @@ from vstain.color.optics import (
     rgb_to_concentrations,
     rgb_to_od,
 )
+from vstain.color.positivity import QUPATH_THRESHOLDS, Positivity, positivity
+from vstain.color.stain_estimation import estimate_stains
+from vstain.errors import StainError
 
 __all__ = [
     "HED",
+    "QUPATH_THRESHOLDS",
+    "DabStats",
+    "Positivity",
+    "StainError",
     "StainMatrix",
+    "coarse_dab_mask",
     "concentrations_to_od",
     "concentrations_to_rgb",
+    "dab_od",
+    "dab_threshold_stats",
+    "estimate_stains",
     "od_to_concentrations",
     "od_to_rgb",
+    "positivity",
     "rgb_to_concentrations",
     "rgb_to_od",
+    "signed_distance",
+    "split_touching",
 ]

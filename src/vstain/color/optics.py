@@ -53,7 +53,8 @@ def rgb_to_od(rgb: np.ndarray) -> np.ndarray:
 
 def od_to_rgb(od: np.ndarray) -> np.ndarray:
     """Optical density -> RGB uint8 (rounded, clipped)."""
-    return np.clip(np.rint(I0 * np.power(10.0, -np.asarray(od, np.float32))), 0, 255).astype(np.uint8)
+    rgb = np.rint(I0 * np.power(10.0, -np.asarray(od, np.float32)))
+    return np.clip(rgb, 0, 255).astype(np.uint8)
 
 
 def od_to_concentrations(od: np.ndarray, stains: StainMatrix = HED) -> np.ndarray:

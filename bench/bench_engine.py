@@ -1,0 +1,197 @@
+"""Tile engine benchmarks: pipeline efficiency, memory flat in slide size, seams.
+
+python bench/bench_engine.py efficiency   # engine tiles/s vs raw model forward tiles/s
+python bench/bench_engine.py memory       # peak RSS, 5000^2 vs 20000^2 pyramidal TIFF
+python bench/bench_engine.py seams        # seam metric, crop vs feather, halo vs no halo
+python bench/bench_engine.py              # all three
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import torch
+
+from vstain.io import open_slide, write_ome_tiff
+from vstain.tiles import OutputSpec, stain_level
+from vstain.tiles.seams import seam_metric
+
+IHC = OutputSpec("ihc", "rgb", 3, background=1.0)
+
+
+def textured_slide(size: int, chunk: int = 512) -> da.Array:
+    """A lazy RGB texture with tissue-like structure at many scales (no two tiles alike)."""
+
+    def block(block_info=None):
+        (y0, y1), (x0, x1), _ = block_info[None]["array-location"]
+        yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        v = (
+            np.sin(xx / 7.0) * np.cos(yy / 11.0)
+            + np.sin((xx + yy) / 53.0)
+            + 0.5 * np.sin(np.hypot(xx - size / 2, yy - size / 3) / 29.0)
+        )
+        r = 200 - 40 * v
+        return (
+            np.stack([r, r - 60 + 20 * np.sin(xx / 17.0), 210 + 10 * v], -1)
+            .clip(0, 255)
+            .astype(np.uint8)
+        )
+
+    return da.map_blocks(
+        block,
+        dtype=np.uint8,
+        chunks=((chunk,) * (size // chunk) + ((size % chunk,) if size % chunk else ()),) * 2
+        + ((3,),),
+    )
+
+
+class ConvNet(torch.nn.Module):
+    """A translation-equivariant CNN; ``width`` sets its cost per tile."""
+
+    def __init__(self, width: int, depth: int = 4):
+        super().__init__()
+        torch.manual_seed(0)
+        layers, c = [], 3
+        for _ in range(depth - 1):
+            layers += [torch.nn.Conv2d(c, width, 3, padding=1), torch.nn.ReLU()]
+            c = width
+        layers += [torch.nn.Conv2d(c, 3, 3, padding=1), torch.nn.Sigmoid()]
+        self.net = torch.nn.Sequential(*layers)
+        self.radius = depth
+
+    @torch.inference_mode()
+    def __call__(self, batch: np.ndarray) -> dict:
+        return {"ihc": self.net(torch.from_numpy(batch))}
+
+
+def efficiency(tmp: Path) -> dict:
+    """Engine throughput / raw forward throughput on the same tiles, model >= 50 ms per tile."""
+    path = tmp / "eff.ome.tif"
+    write_ome_tiff(textured_slide(2048), path, pixel_size=0.5, compression="jpeg")
+    slide = open_slide(path)
+    model, tile, halo, batch = ConvNet(width=24), 256, 4, 4
+    win = tile + 2 * halo
+    x = torch.rand(batch, 3, win, win)
+    model(x.numpy())
+    t0 = time.perf_counter()
+    reps = 6
+    for _ in range(reps):
+        model(x.numpy())
+    forward = reps * batch / (time.perf_counter() - t0)
+    result = stain_level(
+        slide,
+        model,
+        tmp / "eff.zarr",
+        specs=[IHC],
+        tile=tile,
+        halo=halo,
+        batch_size=batch,
+        min_tissue=0,
+    )
+    engine = result.tiles_per_second
+    return {
+        "ms_per_tile_forward": 1000 / forward,
+        "forward_tiles_per_s": forward,
+        "engine_tiles_per_s": engine,
+        "tiles": result.computed,
+        "efficiency_ratio": engine / forward,
+    }
+
+
+def _memory_child(size: int, tmp: str) -> None:
+    """Run in a subprocess: write a slide, then stain it; print peak RSS of the staining."""
+    tmp = Path(tmp)
+    path = tmp / f"slide{size}.ome.tif"
+    write_ome_tiff(textured_slide(size), path, pixel_size=0.5, compression="jpeg")
+    write_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    model = ConvNet(width=8, depth=2)
+    t0 = time.perf_counter()
+    result = stain_level(
+        open_slide(path),
+        model,
+        tmp / f"out{size}.zarr",
+        specs=[IHC],
+        tile=512,
+        halo=2,
+        batch_size=4,
+        min_tissue=0,
+    )
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        json.dumps(
+            {
+                "size": size,
+                "tiles": result.computed,
+                "seconds": time.perf_counter() - t0,
+                "peak_rss_mib": peak,
+                "peak_rss_while_writing_slide_mib": write_peak,
+            }
+        )
+    )
+
+
+def memory(tmp: Path) -> dict:
+    """Peak RSS (MiB) staining a 5000^2 and a 20000^2 slide, each in a fresh process."""
+    runs = {}
+    for size in (5000, 20000):
+        out = subprocess.run(
+            [sys.executable, __file__, "_memory_child", str(size), str(tmp)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        runs[size] = json.loads(out.strip().splitlines()[-1])
+    return {
+        "runs": runs,
+        "ratio_20000_to_5000": runs[20000]["peak_rss_mib"] / runs[5000]["peak_rss_mib"],
+    }
+
+
+def seams(tmp: Path) -> dict:
+    """Seam metric of the stitched output of a CNN with receptive-field radius 4."""
+    from vstain.io.slide import Slide
+
+    image = np.asarray(textured_slide(1024, chunk=1024))
+    slide = Slide(tmp / "seams.png", [da.from_array(image, chunks=256)], 0.5)
+    model, tile = ConvNet(width=16), 128
+    reference = seam_metric(
+        model(image.transpose(2, 0, 1)[None].astype(np.float32) / 255)["ihc"][0]
+        .numpy()
+        .transpose(1, 2, 0),
+        tile,
+    )
+    out = {"whole_image_reference": reference}
+    for name, halo, blend in [
+        ("crop_halo_covers_rf", 4, "crop"),
+        ("crop_no_halo", 0, "crop"),
+        ("feather_halo_2", 2, "feather"),
+    ]:
+        store = tmp / f"seams_{name}.zarr"
+        stain_level(
+            slide, model, store, specs=[IHC], tile=tile, halo=halo, blend=blend, min_tissue=0
+        )
+        stitched = open_slide(store / "ihc").levels[0].compute()
+        out[name] = seam_metric(stitched, tile)
+    return out
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "_memory_child":
+        _memory_child(int(sys.argv[2]), sys.argv[3])
+        return
+    which = sys.argv[1:] or ["efficiency", "memory", "seams"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in which:
+            print(name, json.dumps(globals()[name](Path(tmp)), indent=1), flush=True)
+
+
+if __name__ == "__main__":
+    main()

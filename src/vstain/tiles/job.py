@@ -1,0 +1,118 @@
+"""One staining job on one slide level: grid, tissue, store (new or resumed), order, run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from vstain.errors import OutputExistsError
+from vstain.io.slide import Slide
+from vstain.tiles.engine import BatchFn, CancelToken, RunResult, run_tiles
+from vstain.tiles.grid import Tile, TileGrid, order_tiles
+from vstain.tiles.store import OutputSpec, OutputStore
+from vstain.tiles.tissue import pick_mask_level, tile_tissue_fraction, tissue_mask
+
+
+def slide_tissue_mask(slide: Slide) -> np.ndarray:
+    """Tissue mask computed on a low-resolution level of ``slide``."""
+    index = pick_mask_level([lvl.shape for lvl in slide.levels])
+    return tissue_mask(np.asarray(slide.levels[index].compute()))
+
+
+def open_output(
+    out: Path,
+    *,
+    shape,
+    tile: int,
+    specs: list[OutputSpec],
+    pixel_size,
+    settings: dict,
+    resume: bool,
+    overwrite: bool,
+) -> OutputStore:
+    """Create the output store, or reopen it to resume when it matches ``settings``."""
+    if out.exists() and resume and not overwrite:
+        store = OutputStore.open(out)
+        store.check_settings({**settings, "shape": list(shape), "tile": tile})
+        return store
+    if out.exists() and not overwrite:
+        raise OutputExistsError(
+            f"{out} exists. Use --resume to continue that run or --overwrite to replace it."
+        )
+    return OutputStore.create(
+        out,
+        shape=shape,
+        tile=tile,
+        specs=specs,
+        pixel_size=pixel_size,
+        settings=settings,
+        overwrite=overwrite,
+    )
+
+
+def stain_level(
+    slide: Slide,
+    fn: BatchFn,
+    out,
+    *,
+    specs: list[OutputSpec],
+    level: int = 0,
+    tile: int = 512,
+    halo: int = 0,
+    region=None,
+    toward=None,
+    batch_size: int = 4,
+    blend: str = "crop",
+    band: int | None = None,
+    min_tissue: float = 0.05,
+    model_settings: dict | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress=None,
+    cancel: CancelToken | None = None,
+) -> RunResult:
+    """Run ``fn`` over ``slide``'s ``level`` (or a ``region`` x, y, w, h of it) into store ``out``.
+
+    Tiles are computed nearest ``toward`` (x, y) first, else in raster order; tiles with less than
+    ``min_tissue`` tissue are written as background. Resuming requires the same settings.
+    """
+    array = slide.levels[level]
+    shape = tuple(array.shape[:2])
+    grid = TileGrid(shape, tile, halo)
+    tiles = order_tiles(grid.tiles(region), toward)
+    settings = {
+        "source": str(slide.path),
+        "level": level,
+        "halo": halo,
+        "blend": blend,
+        "model": model_settings or {},
+    }
+    store = open_output(
+        Path(out),
+        shape=shape,
+        tile=tile,
+        specs=specs,
+        pixel_size=slide.level_pixel_size(level),
+        settings=settings,
+        resume=resume,
+        overwrite=overwrite,
+    )
+    mask = slide_tissue_mask(slide) if min_tissue > 0 else None
+
+    def is_tissue(t: Tile) -> bool:
+        return mask is None or tile_tissue_fraction(mask, t.core, shape) >= min_tissue
+
+    return run_tiles(
+        array,
+        fn,
+        store,
+        grid,
+        tiles,
+        is_tissue=is_tissue,
+        batch_size=batch_size,
+        blend=blend,
+        band=band,
+        progress=progress,
+        cancel=cancel,
+    )

@@ -1,0 +1,200 @@
+"""The output store of a tile run: one OME-Zarr image per model output plus a done-map.
+
+Layout of ``OUT.zarr``::
+
+    OUT.zarr/            zarr group; attrs["vstain"] = run settings (source, tile, outputs, model)
+      ihc/0, ihc/1, ...  NGFF multiscale image, (C, Y, X), chunks (C, tile, tile)
+      <other outputs>/   the same for uncertainty, segmentation, ...
+      done               uint8 (rows, cols) of the tile grid: 0 pending, 1 computed, 2 background
+
+A tile's core is exactly one chunk at level 0, so each tile is written once, and its share of every
+coarser level whose downsample factor is at most the tile size lies inside one chunk there
+too; those levels are updated with the tile. Coarser levels (only for slides over ~100k px) are
+rebuilt by :meth:`OutputStore.finish`. The done flag is set after all of a tile's writes, and zarr
+writes chunks atomically, so a killed run resumes without recomputing finished tiles and without
+torn chunks.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import zarr
+
+from vstain.errors import OutputExistsError, VstainError
+from vstain.io import create_ome_zarr, downsample_2x, open_ome_zarr_levels
+from vstain.tiles.grid import Tile
+
+#: Grid cells per chunk of the done-map: a block of 8 x 8 tiles is the unit distributed workers own.
+DONE_BLOCK = 8
+PENDING, COMPUTED, BACKGROUND = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One raster output of a model and how it is stored.
+
+    ``kind`` "rgb": function gives 3 channels in [0, 1]; stored RGBA uint8, alpha 255 where computed
+    and 0 where not yet, so napari shows pending tiles as transparent. "scalar": float channels,
+    stored float32, NaN where not computed. "labels": one integer channel, stored int32, 0 pending.
+    ``background`` is the value written for tiles without tissue, in the function's units.
+    """
+
+    name: str
+    kind: Literal["rgb", "scalar", "labels"] = "rgb"
+    channels: int = 3
+    background: float = 1.0
+
+    @property
+    def stored_channels(self) -> int:
+        return self.channels + 1 if self.kind == "rgb" else self.channels
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype({"rgb": np.uint8, "scalar": np.float32, "labels": np.int32}[self.kind])
+
+    @property
+    def fill_value(self):
+        return np.nan if self.kind == "scalar" else 0
+
+    def encode(self, values: np.ndarray) -> np.ndarray:
+        """Function output (C, h, w) -> stored array (stored_channels, h, w)."""
+        if self.kind == "rgb":
+            rgb = np.clip(np.rint(np.asarray(values, np.float32) * 255.0), 0, 255).astype(np.uint8)
+            alpha = np.full((1, *rgb.shape[1:]), 255, np.uint8)
+            return np.concatenate([rgb, alpha])
+        return np.asarray(values).astype(self.dtype)
+
+    def background_block(self, h: int, w: int) -> np.ndarray:
+        """Stored array for a background tile of (h, w) px."""
+        return self.encode(np.full((self.channels, h, w), self.background, np.float32))
+
+    def downsample(self, block: np.ndarray) -> np.ndarray:
+        """2x downsampling used for this output's pyramid (labels keep their ids)."""
+        if self.kind == "labels":
+            return block[:, ::2, ::2]
+        return downsample_2x(block)
+
+
+class OutputStore:
+    """Open output store; see the module docstring for its layout."""
+
+    def __init__(self, path: Path, specs: list[OutputSpec], tile: int):
+        self.path = Path(path)
+        self.specs = {s.name: s for s in specs}
+        self.tile = tile
+        self.root = zarr.open_group(self.path, mode="r+")
+        self.levels = {
+            name: open_ome_zarr_levels(self.path / name, mode="r+") for name in self.specs
+        }
+        self.done = self.root["done"]
+
+    @property
+    def settings(self) -> dict:
+        return dict(self.root.attrs["vstain"])
+
+    @classmethod
+    def create(
+        cls,
+        path,
+        *,
+        shape: tuple[int, int],
+        tile: int,
+        specs: list[OutputSpec],
+        pixel_size: float | None,
+        settings: dict,
+        overwrite: bool = False,
+        n_levels: int | None = None,
+    ) -> OutputStore:
+        """Create an empty store for an image of ``shape`` (Y, X); pyramid depth as the writers'
+        default (down to a few hundred px) unless ``n_levels`` is given."""
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise OutputExistsError(
+                f"{path} exists. Use --resume to continue that run or --overwrite to replace it."
+            )
+        root = zarr.open_group(path, mode="w")
+        for spec in specs:
+            create_ome_zarr(
+                path / spec.name,
+                shape,
+                spec.stored_channels,
+                spec.dtype,
+                chunk=tile,
+                pixel_size=pixel_size,
+                n_levels=n_levels,
+                fill_value=spec.fill_value,
+                name=spec.name,
+                overwrite=True,
+            )
+        rows, cols = (-(-s // tile) for s in shape)
+        root.create_array(
+            "done",
+            shape=(rows, cols),
+            dtype="uint8",
+            chunks=(DONE_BLOCK, DONE_BLOCK),
+            fill_value=PENDING,
+        )
+        settings = {
+            **settings,
+            "shape": list(shape),
+            "tile": tile,
+            "outputs": [asdict(s) for s in specs],
+        }
+        root.attrs["vstain"] = json.loads(json.dumps(settings))
+        return cls(path, specs, tile)
+
+    @classmethod
+    def open(cls, path) -> OutputStore:
+        """Open an existing store (to resume it or read its progress)."""
+        path = Path(path)
+        try:
+            attrs = dict(zarr.open_group(path, mode="r").attrs)["vstain"]
+        except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError) as e:
+            raise VstainError(f"{path} is not a vstain output store ({e}).") from e
+        specs = [OutputSpec(**s) for s in attrs["outputs"]]
+        return cls(path, specs, attrs["tile"])
+
+    def check_settings(self, expected: dict) -> None:
+        """Refuse to resume a store made with other settings (source, tile, model...)."""
+        have = self.settings
+        diff = [k for k, v in expected.items() if json.loads(json.dumps(v)) != have.get(k)]
+        if diff:
+            raise OutputExistsError(
+                f"{self.path} was made with other settings ({', '.join(diff)} differ); "
+                "use --overwrite to replace it or choose another output path."
+            )
+
+    def done_map(self) -> np.ndarray:
+        return np.asarray(self.done[:])
+
+    def write_tile(self, tile: Tile, outputs: dict[str, np.ndarray], state: int = COMPUTED) -> None:
+        """Write a tile's stored arrays (C, h, w) at its core, update the pyramid, mark it done."""
+        x0, y0, x1, y1 = tile.core
+        for name, block in outputs.items():
+            spec, levels = self.specs[name], self.levels[name]
+            levels[0][:, y0:y1, x0:x1] = block
+            for k in range(1, len(levels)):
+                if 2**k > self.tile:
+                    break
+                block = spec.downsample(block)
+                ky, kx = y0 >> k, x0 >> k
+                levels[k][:, ky : ky + block.shape[1], kx : kx + block.shape[2]] = block
+        self.done[tile.index] = state
+
+    def write_background(self, tile: Tile) -> None:
+        x0, y0, x1, y1 = tile.core
+        blocks = {n: s.background_block(y1 - y0, x1 - x0) for n, s in self.specs.items()}
+        self.write_tile(tile, blocks, BACKGROUND)
+
+    def finish(self) -> None:
+        """Rebuild levels coarser than the tile size from the level above (they are small)."""
+        for name, spec in self.specs.items():
+            levels = self.levels[name]
+            for k in range(1, len(levels)):
+                if 2**k > self.tile:
+                    levels[k][...] = spec.downsample(np.asarray(levels[k - 1][...]))

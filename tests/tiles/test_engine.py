@@ -1,0 +1,245 @@
+import numpy as np
+import pytest
+import zarr
+
+from tests.tiles.conftest import IHC, RECEPTIVE_RADIUS, ConvModel, whole_image_reference
+from vstain.errors import OutputExistsError
+from vstain.io import downsample_2x, open_ome_zarr_levels
+from vstain.tiles import CancelToken, OutputSpec, OutputStore, TileGrid, run_tiles, stain_level
+from vstain.tiles.seams import seam_metric
+from vstain.tiles.store import BACKGROUND, COMPUTED
+
+
+def ihc_level(out, level=0) -> np.ndarray:
+    """Stored RGBA of the ihc output as (Y, X, 4)."""
+    return np.asarray(zarr.open_array(out / "ihc" / str(level), mode="r")[:]).transpose(1, 2, 0)
+
+
+def test_tiled_output_equals_whole_image_output(slide, model, tmp_path, tissue_image):
+    halo = RECEPTIVE_RADIUS + 1
+    out = tmp_path / "out.zarr"
+    result = stain_level(slide, model, out, specs=[IHC], tile=64, halo=halo, min_tissue=0)
+    assert result.computed == result.total == 5 * 7 and not result.cancelled
+    got = ihc_level(out)
+    ref = whole_image_reference(model, tissue_image, halo).transpose(1, 2, 0)
+    assert (got[..., 3] == 255).all()
+    diff = np.abs(got[..., :3].astype(int) - ref)
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+
+
+def test_feather_removes_intensity_jumps_between_tiles(slide, tmp_path, tissue_image):
+    """A model normalising each window by its mean (tile-dependent context) seams when centre-
+    cropped; feathered blending hides the jumps (the seam metric of the input image is ~1)."""
+
+    def per_window_normalised(batch):
+        return {"ihc": np.clip(0.5 + batch - batch.mean(axis=(2, 3), keepdims=True), 0, 1)}
+
+    seams = {}
+    for blend in ("crop", "feather"):
+        out = tmp_path / f"{blend}.zarr"
+        stain_level(
+            slide,
+            per_window_normalised,
+            out,
+            specs=[IHC],
+            tile=64,
+            halo=16,
+            blend=blend,
+            min_tissue=0,
+        )
+        seams[blend] = seam_metric(ihc_level(out)[:, :320, :3], 64)
+    print(f"seam metric: input {seam_metric(tissue_image[:, :320], 64):.3f}, {seams}")
+    assert seams["crop"] > 1.5
+    assert abs(seams["feather"] - seam_metric(tissue_image[:, :320], 64)) < 0.05
+
+
+def test_feather_with_full_halo_matches_reference(slide, model, tmp_path, tissue_image):
+    out = tmp_path / "f.zarr"
+    stain_level(
+        slide, model, out, specs=[IHC], tile=64, halo=8, blend="feather", band=4, min_tissue=0
+    )
+    ref = whole_image_reference(model, tissue_image, 8).transpose(1, 2, 0).astype(int)
+    assert np.abs(ihc_level(out)[..., :3].astype(int) - ref).max() <= 1
+
+
+def test_background_tiles_are_written_not_computed(slide, tmp_path):
+    model = ConvModel()
+    out = tmp_path / "out.zarr"
+    result = stain_level(slide, model, out, specs=[IHC], tile=64, halo=4, batch_size=1)
+    assert result.background > 0 and result.computed > 0
+    assert model.calls == result.computed
+    done = OutputStore.open(out).done_map()
+    assert (done[:, -1] == BACKGROUND).all()  # the glass column at the right
+    got = ihc_level(out)
+    assert (got[:, 384:] == 255).all()  # the background tile column: white, opaque
+
+
+def test_pyramid_levels_equal_downsampled_level0(slide, model, tmp_path):
+    out = tmp_path / "out.zarr"
+    stain_level(slide, model, out, specs=[IHC], tile=64, halo=4, min_tissue=0)
+    levels = open_ome_zarr_levels(out / "ihc")
+    assert len(levels) == 2 and max(levels[-1].shape) <= 256
+    np.testing.assert_array_equal(levels[1][:], downsample_2x(np.asarray(levels[0][:])))
+
+
+def test_levels_coarser_than_the_tile_are_rebuilt_at_finish(tmp_path):
+    image = np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    store = OutputStore.create(
+        tmp_path / "o.zarr",
+        shape=(64, 64),
+        tile=8,
+        specs=[IHC],
+        pixel_size=None,
+        settings={},
+        n_levels=6,
+    )
+    grid = TileGrid((64, 64), tile=8)
+    result = run_tiles(image, lambda b: {"ihc": b}, store, grid, grid.tiles())
+    assert result.computed == 64
+    levels = open_ome_zarr_levels(tmp_path / "o.zarr" / "ihc")
+    for k in range(1, 6):  # 2, 4, 8 per tile; 16 and 32 by finish()
+        np.testing.assert_array_equal(levels[k][:], downsample_2x(np.asarray(levels[k - 1][:])))
+
+
+def test_cancel_then_resume_equals_uninterrupted(slide, model, tmp_path):
+    full = tmp_path / "full.zarr"
+    stain_level(slide, model, full, specs=[IHC], tile=64, halo=4, min_tissue=0)
+    part = tmp_path / "part.zarr"
+    token = CancelToken()
+
+    def stop_after_five(p):
+        if p.done >= 5:
+            token.cancel()
+
+    first = stain_level(
+        slide,
+        model,
+        part,
+        specs=[IHC],
+        tile=64,
+        halo=4,
+        min_tissue=0,
+        batch_size=1,
+        progress=stop_after_five,
+        cancel=token,
+    )
+    assert first.cancelled and 5 <= first.computed < first.total
+    pending = ihc_level(part)[..., 3] == 0
+    assert pending.any()  # unfinished tiles stay transparent
+    calls = []
+    second = stain_level(
+        slide,
+        lambda b: calls.append(len(b)) or model(b),
+        part,
+        specs=[IHC],
+        tile=64,
+        halo=4,
+        min_tissue=0,
+        resume=True,
+    )
+    assert second.already_done == first.computed
+    assert sum(calls) == first.total - first.computed
+    np.testing.assert_array_equal(ihc_level(part), ihc_level(full))
+
+
+def test_progress_reports_every_tile_and_priority_order(slide, model, tmp_path):
+    seen = []
+    stain_level(
+        slide,
+        model,
+        tmp_path / "o.zarr",
+        specs=[IHC],
+        tile=64,
+        halo=4,
+        min_tissue=0,
+        batch_size=1,
+        toward=(400, 290),
+        progress=seen.append,
+    )
+    assert [p.done for p in seen] == list(range(1, 36))
+    assert all(p.total == 35 for p in seen)
+    assert seen[0].tile.index == (4, 6)
+
+
+def test_existing_output_is_refused_and_settings_must_match(slide, model, tmp_path):
+    out = tmp_path / "o.zarr"
+    stain_level(slide, model, out, specs=[IHC], tile=64, halo=4, region=(0, 0, 64, 64))
+    with pytest.raises(OutputExistsError, match="--resume"):
+        stain_level(slide, model, out, specs=[IHC], tile=64, halo=4)
+    with pytest.raises(OutputExistsError, match="halo"):
+        stain_level(slide, model, out, specs=[IHC], tile=64, halo=6, resume=True)
+    again = stain_level(slide, model, out, specs=[IHC], tile=64, halo=4, overwrite=True)
+    assert again.already_done == 0
+
+
+def test_error_in_model_propagates_and_stops_threads(slide, tmp_path):
+    def broken(batch):
+        raise RuntimeError("model exploded")
+
+    with pytest.raises(RuntimeError, match="model exploded"):
+        stain_level(slide, broken, tmp_path / "o.zarr", specs=[IHC], tile=64, halo=4, min_tissue=0)
+
+
+def test_scalar_and_label_outputs(slide, tmp_path):
+    specs = [
+        OutputSpec("uncertainty", "scalar", 1, background=0.0),
+        OutputSpec("segmentation", "labels", 1, background=0),
+    ]
+
+    def fn(batch):
+        gray = batch.mean(axis=1, keepdims=True)
+        return {"uncertainty": gray, "segmentation": (gray > 0.5).astype(np.int32)}
+
+    out = tmp_path / "o.zarr"
+    stain_level(slide, fn, out, specs=specs, tile=64, halo=0)
+    unc = zarr.open_array(out / "uncertainty" / "0", mode="r")
+    seg = zarr.open_array(out / "segmentation" / "0", mode="r")
+    assert unc.dtype == np.float32 and seg.dtype == np.int32
+    assert not np.isnan(unc[:]).any()
+    done = OutputStore.open(out).done_map()
+    assert (done == COMPUTED).any() and set(np.unique(seg[:])) <= {0, 1}
+
+
+KILL_SCRIPT = """
+import sys, time
+sys.path.insert(0, {root!r})
+from tests.tiles.conftest import IHC, ConvModel, make_tissue_image
+import dask.array as da
+from vstain.io.slide import Slide
+from vstain.tiles import stain_level
+model = ConvModel()
+def slow(batch):
+    time.sleep(0.05)
+    return model(batch)
+level = da.from_array(make_tissue_image(), chunks=64)
+slide = Slide(__import__("pathlib").Path("x.png"), [level], 0.5)
+def announce(p):
+    if p.done == 4:
+        print("ready", flush=True)
+stain_level(slide, slow, {out!r}, specs=[IHC], tile=64, halo=4, min_tissue=0, batch_size=1,
+            resume=True, progress=announce)
+print("finished", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_killed_process_resumes_to_identical_output(slide, model, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    full = tmp_path / "full.zarr"
+    stain_level(slide, model, full, specs=[IHC], tile=64, halo=4, min_tissue=0)
+    out = tmp_path / "killed.zarr"
+    root = str(Path(__file__).resolve().parents[2])
+    script = KILL_SCRIPT.format(root=root, out=str(out))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = OutputStore.open(out).done_map()
+    assert 4 <= (done == COMPUTED).sum() < done.size
+    finished = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert "finished" in finished.stdout, finished.stderr
+    np.testing.assert_array_equal(ihc_level(out), ihc_level(full))

@@ -1,0 +1,133 @@
+"""Small slide files for the io tests, written with tifffile / zarr / imagecodecs."""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import zarr
+
+APERIO = "Aperio Image Library v12.0.15\n"
+
+
+def rgb_image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """Smooth colour gradients plus noise, (height, width, 3) uint8."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([x * 200 // max(width, 1), y * 200 // max(height, 1), (x + y) % 97], axis=-1)
+    return (base + rng.integers(0, 50, base.shape)).clip(0, 255).astype(np.uint8)
+
+
+def write_svs(
+    path: Path,
+    levels: list[np.ndarray],
+    tile: int = 128,
+    mpp: float = 0.252,
+    compression: str = "deflate",
+) -> None:
+    """Aperio-style SVS: tiled level 0 with the Aperio description, a stripped thumbnail, then
+    the other levels as tiled pages, as a scanner writes them."""
+    h, w = levels[0].shape[:2]
+    options = {"photometric": "rgb", "compression": compression, "metadata": None}
+    with tifffile.TiffWriter(path) as tiff:
+        description = f"{APERIO}{w}x{h} [0,0 {w}x{h}] ({tile}x{tile}) RGB|AppMag = 40|MPP = {mpp}"
+        tiff.write(levels[0], tile=(tile, tile), description=description, **options)
+        tiff.write(levels[-1][::2, ::2], description=f"{APERIO}thumbnail", **options)
+        for level in levels[1:]:
+            tiff.write(level, tile=(tile, tile), description=f"{APERIO}level", **options)
+
+
+def write_ome_tiff_subifds(
+    path: Path, levels: list[np.ndarray], physical_size: float | None, unit: str = "µm"
+) -> None:
+    """OME-TIFF with the levels after the first in SubIFDs (as bfconvert writes them)."""
+    metadata: dict = {"axes": "YXS"}
+    if physical_size is not None:
+        metadata.update(PhysicalSizeX=physical_size, PhysicalSizeXUnit=unit)
+        metadata.update(PhysicalSizeY=physical_size, PhysicalSizeYUnit=unit)
+    options = {"photometric": "rgb", "compression": "deflate", "tile": (64, 64)}
+    with tifffile.TiffWriter(path, ome=True) as tiff:
+        tiff.write(levels[0], subifds=len(levels) - 1, metadata=metadata, **options)
+        for level in levels[1:]:
+            tiff.write(level, subfiletype=1, metadata=None, **options)
+
+
+def write_ngff(
+    path: Path,
+    levels: list[np.ndarray],
+    axes: list[dict],
+    scale0: list[float],
+    zarr_format: int = 3,
+    chunk: int = 64,
+) -> list[zarr.Array]:
+    """OME-Zarr image with arrays laid out as ``axes``: NGFF 0.5 on zarr v3, 0.4 on zarr v2."""
+    group = zarr.open_group(path, mode="w", zarr_format=zarr_format)
+    datasets, arrays = [], []
+    for k, level in enumerate(levels):
+        scale = [s * 2**k if a["type"] == "space" else s for s, a in zip(scale0, axes, strict=True)]
+        datasets.append(
+            {"path": str(k), "coordinateTransformations": [{"type": "scale", "scale": scale}]}
+        )
+        chunks = tuple(
+            chunk if a["type"] == "space" else n for a, n in zip(axes, level.shape, strict=True)
+        )
+        arrays.append(group.create_array(str(k), data=level, chunks=chunks))
+    multiscale = {"axes": axes, "datasets": datasets, "name": "test"}
+    if zarr_format == 3:
+        group.attrs["ome"] = {"version": "0.5", "multiscales": [multiscale]}
+    else:
+        group.attrs["multiscales"] = [{"version": "0.4", **multiscale}]
+    return arrays
+
+
+def axes(order: str, unit: str | None = "micrometer") -> list[dict]:
+    """NGFF axes metadata for an order like "cyx" or "yxc"."""
+    types = {"c": "channel", "t": "time", "z": "space", "y": "space", "x": "space"}
+    with_unit = {"unit": unit} if unit else {}
+    return [{"name": a, "type": types[a], **(with_unit if a in "zyx" else {})} for a in order]
+
+
+def truncate(path: Path, fraction: float = 0.5) -> None:
+    """Cut ``path`` to ``fraction`` of its size, as an interrupted copy leaves it."""
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * fraction)])
+
+
+def lazy_pattern(height: int, width: int, chunk: int = 512):
+    """A (height, width, 3) uint8 dask array computed block by block from pixel coordinates,
+    so nothing exists in memory until a block is read."""
+    import dask.array as da
+
+    def block(block_info=None):
+        (y0, y1), (x0, x1), _ = block_info[None]["array-location"]
+        y = np.arange(y0, y1, dtype=np.int32)[:, None]
+        x = np.arange(x0, x1, dtype=np.int32)[None, :]
+        out = np.empty((y1 - y0, x1 - x0, 3), np.uint8)
+        out[..., 0] = x % 251
+        out[..., 1] = y % 241
+        out[..., 2] = (x // 7 + y // 5) % 256
+        return out
+
+    chunks = (_split(height, chunk), _split(width, chunk), (3,))
+    return da.map_blocks(block, chunks=chunks, dtype=np.uint8)
+
+
+def pattern(height: int, width: int) -> np.ndarray:
+    """The pixels of `lazy_pattern`, in memory."""
+    return lazy_pattern(height, width).compute()
+
+
+def _split(n: int, chunk: int) -> tuple[int, ...]:
+    return (chunk,) * (n // chunk) + ((n % chunk,) if n % chunk else ())
+
+
+def peak_memory(function, *args, **kwargs) -> int:
+    """Peak bytes of traced allocations while ``function(*args, **kwargs)`` runs."""
+    tracemalloc.start()
+    try:
+        function(*args, **kwargs)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()

@@ -1,10 +1,19 @@
+import dask.array as da
 import numpy as np
 import pytest
+import torch
 import zarr
 
-from tests.tiles.conftest import IHC, RECEPTIVE_RADIUS, ConvModel, whole_image_reference
+from tests.tiles.conftest import (
+    IHC,
+    RECEPTIVE_RADIUS,
+    ConvModel,
+    make_tissue_image,
+    whole_image_reference,
+)
 from vstain.errors import OutputExistsError
 from vstain.io import downsample_2x, open_ome_zarr_levels
+from vstain.io.slide import Slide
 from vstain.tiles import CancelToken, OutputSpec, OutputStore, TileGrid, run_tiles, stain_level
 from vstain.tiles.seams import seam_metric
 from vstain.tiles.store import BACKGROUND, COMPUTED
@@ -243,3 +252,38 @@ def test_killed_process_resumes_to_identical_output(slide, model, tmp_path):
     finished = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert "finished" in finished.stdout, finished.stderr
     np.testing.assert_array_equal(ihc_level(out), ihc_level(full))
+
+
+class StridedModel(torch.nn.Module):
+    """Downsample by 2 and back: equivariant only to even shifts."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, stride=2, padding=1),
+            torch.nn.Tanh(),
+            torch.nn.ConvTranspose2d(8, 3, 4, stride=2, padding=1),
+            torch.nn.Sigmoid(),
+        )
+
+    @torch.inference_mode()
+    def __call__(self, batch):
+        return {"ihc": self.net(torch.from_numpy(batch))}
+
+
+def test_aligned_windows_make_strided_models_tile_exactly(tmp_path):
+    image = make_tissue_image(130, 301)  # odd width: the last window is shifted by an odd amount
+    slide = Slide(tmp_path / "x.png", [da.from_array(image, chunks=64)], 0.5)
+    model = StridedModel()
+    halo = 8
+    padded = np.pad(image, ((halo, halo + 2), (halo, halo + 1), (0, 0)), mode="symmetric")
+    x = torch.from_numpy(padded.astype(np.float32).transpose(2, 0, 1)[None] / 255)
+    ref = model.net(x)[0, :, halo : halo + 130, halo : halo + 301].detach().numpy()
+    ref = np.clip(np.rint(ref * 255), 0, 255).transpose(1, 2, 0)
+    errors = {}
+    for align in (1, 2):
+        out = tmp_path / f"a{align}.zarr"
+        stain_level(slide, model, out, specs=[IHC], tile=64, halo=halo, align=align, min_tissue=0)
+        errors[align] = np.abs(ihc_level(out)[..., :3].astype(int) - ref).max()
+    assert errors[2] <= 1 < errors[1]

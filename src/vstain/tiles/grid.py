@@ -38,15 +38,24 @@ class TileGrid:
     Every window is ``tile + 2 * halo`` px on a side. A tile cut short by the image border keeps a
     full-size window by shifting it inward, so the model never sees padding it would not see inside
     the image; only images smaller than a tile, and halos past the border, are mirror-padded.
+    ``align`` keeps every window start a multiple of it (a model's total stride), so strided models
+    see each pixel at the same phase in every tile: shifted windows then move inward only as far as
+    alignment allows, the rest being mirror padding.
     """
 
     shape: tuple[int, int]
     tile: int
     halo: int = 0
+    align: int = 1
 
     def __post_init__(self):
-        if self.tile <= 0 or self.halo < 0:
-            raise ValueError("tile must be > 0 and halo >= 0")
+        if self.tile <= 0 or self.halo < 0 or self.align < 1:
+            raise ValueError("tile must be > 0, halo >= 0 and align >= 1")
+        if self.tile % self.align or self.halo % self.align:
+            raise ValueError(
+                f"tile ({self.tile}) and halo ({self.halo}) must be multiples of "
+                f"the model's stride ({self.align})"
+            )
         if min(self.shape) <= 0:
             raise RegionError(f"Cannot tile an empty image of shape {self.shape}.")
 
@@ -61,7 +70,8 @@ class TileGrid:
 
     def _window_start(self, start: int, extent: int) -> int:
         """Start of a full-size window holding [start, start + tile), shifted inward at the edge."""
-        return min(start, max(extent - self.tile, 0)) - self.halo
+        shifted = -(-max(extent - self.tile, 0) // self.align) * self.align
+        return min(start, shifted) - self.halo
 
     def tile_at(self, row: int, col: int) -> Tile:
         """The tile at grid position (row, col)."""

@@ -60,6 +60,7 @@ def stain_level(
     level: int = 0,
     tile: int = 512,
     halo: int = 0,
+    align: int = 1,
     region=None,
     toward=None,
     batch_size: int = 4,
@@ -75,16 +76,18 @@ def stain_level(
     """Run ``fn`` over ``slide``'s ``level`` (or a ``region`` x, y, w, h of it) into store ``out``.
 
     Tiles are computed nearest ``toward`` (x, y) first, else in raster order; tiles with less than
-    ``min_tissue`` tissue are written as background. Resuming requires the same settings.
+    ``min_tissue`` tissue are written as background. ``align`` is the model's total stride (see
+    `TileGrid`). Resuming requires the same settings.
     """
     array = slide.levels[level]
     shape = tuple(array.shape[:2])
-    grid = TileGrid(shape, tile, halo)
+    grid = TileGrid(shape, tile, halo, align)
     tiles = order_tiles(grid.tiles(region), toward)
     settings = {
         "source": str(slide.path),
         "level": level,
         "halo": halo,
+        "align": align,
         "blend": blend,
         "model": model_settings or {},
     }

@@ -6,26 +6,37 @@ import numpy as np
 from scipy.ndimage import binary_closing
 from skimage.color import rgb2hsv
 from skimage.filters import threshold_otsu
-from skimage.morphology import disk, remove_small_objects
+from skimage.morphology import disk, remove_small_holes, remove_small_objects
+
+from vstain.color.optics import rgb_to_od
 
 #: Otsu's threshold on saturation is clamped to this range: glass is below 0.04 even on yellowish
-#: scanners, and pale tissue (fat, mucin, stroma) rarely exceeds 0.12, so a slide that is all
+#: scanners, and pale tissue (fat, mucin, loose stroma) rarely exceeds 0.08, so a slide that is all
 #: tissue or all glass is not split in two.
-SATURATION_RANGE = (0.04, 0.12)
+SATURATION_RANGE = (0.04, 0.08)
+#: Mean optical density above which a pixel absorbs too much to be glass (intensity below ~222),
+#: catching pale, grey-blue tissue whose saturation is low.
+MIN_GLASS_FREE_OD = 0.06
 
 
 def tissue_mask(thumbnail: np.ndarray) -> np.ndarray:
-    """Boolean tissue mask of an RGB uint8 thumbnail by Otsu's threshold on saturation."""
-    sat = rgb2hsv(thumbnail)[..., 1]
+    """Boolean tissue mask of an RGB uint8 thumbnail: saturation (Otsu) or optical density.
+
+    Errs towards tissue: a tile wrongly kept costs compute, a tile wrongly dropped loses tissue.
+    """
+    rgb = np.asarray(thumbnail)
+    sat = rgb2hsv(rgb)[..., 1]
+    od = rgb_to_od(rgb).mean(axis=-1)
     # Very dark pixels (pen marks, dust, slide edges) have unstable saturation: ignore them.
-    dark = thumbnail.mean(axis=-1) < 40
+    dark = rgb.mean(axis=-1) < 40
     try:
         t = threshold_otsu(sat[~dark]) if (~dark).any() else SATURATION_RANGE[1]
     except ValueError:  # constant image
         t = SATURATION_RANGE[1]
-    mask = (sat > np.clip(t, *SATURATION_RANGE)) & ~dark
+    mask = ((sat > np.clip(t, *SATURATION_RANGE)) | (od > MIN_GLASS_FREE_OD)) & ~dark
     mask = binary_closing(mask, disk(2), border_value=0)
-    return remove_small_objects(mask, max_size=max(mask.size // 20000, 4))
+    small = max(mask.size // 20000, 4)
+    return remove_small_holes(remove_small_objects(mask, max_size=small), max_size=small)
 
 
 def pick_mask_level(level_shapes: list[tuple[int, ...]], max_side: int = 2048) -> int:

@@ -1,0 +1,147 @@
+"""The ``vstain`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from vstain.errors import VstainError
+
+
+def _region(text: str) -> tuple[int, int, int, int]:
+    try:
+        x, y, w, h = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("region must be x,y,w,h in level-0 pixels") from None
+    return x, y, w, h
+
+
+def cmd_info(args) -> int:
+    """Print levels, shapes, pixel size and tissue fraction of a slide."""
+    from vstain.io import open_slide
+    from vstain.tiles.job import slide_tissue_mask
+
+    slide = open_slide(args.slide)
+    print(f"{slide.path}")
+    fmt = slide.metadata.get("format", "?")
+    ps = f"{slide.pixel_size:.4f} um/px" if slide.pixel_size else "unknown (not in the file)"
+    print(f"  format: {fmt}\n  pixel size: {ps}")
+    for i, (lvl, ds) in enumerate(zip(slide.levels, slide.downsamples, strict=True)):
+        chunk = "x".join(str(c[0]) for c in lvl.chunks[:2])
+        print(f"  level {i}: {lvl.shape[1]} x {lvl.shape[0]} px, downsample {ds:g}, chunks {chunk}")
+    print(f"  tissue fraction: {slide_tissue_mask(slide).mean():.1%}")
+    return 0
+
+
+def cmd_stain(args) -> int:
+    """Stain a slide (or a region of it) with a model into OME-Zarr or pyramidal OME-TIFF."""
+    from vstain.io import open_slide
+    from vstain.stain import stain_slide
+
+    slide = open_slide(args.slide)
+    with _ProgressBar("tiles") as bar:
+        result = stain_slide(
+            slide,
+            args.model,
+            args.out,
+            device=args.device,
+            region=args.region,
+            batch_size=args.batch_size,
+            tile=args.tile,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=bar.update,
+            cancel=bar.cancel,
+        )
+    if result.cancelled:
+        print(
+            f"Interrupted after {result.computed} tiles; rerun with --resume to finish.",
+            file=sys.stderr,
+        )
+        return 130
+    print(
+        f"{args.out}: {result.computed} tiles computed, {result.background} background, "
+        f"{result.already_done} already done, {result.tiles_per_second:.2f} tiles/s"
+    )
+    return 0
+
+
+class _ProgressBar:
+    """tqdm bar fed by engine progress; Ctrl-C cancels the run cleanly instead of killing it."""
+
+    def __init__(self, unit: str):
+        from tqdm import tqdm
+
+        from vstain.tiles import CancelToken
+
+        self.bar = tqdm(unit=unit, dynamic_ncols=True, disable=None)
+        self.cancel = CancelToken()
+        self._previous = None
+
+    def update(self, p) -> None:
+        self.bar.total = p.total
+        self.bar.n = p.done
+        self.bar.refresh()
+
+    def __enter__(self):
+        import signal
+
+        def interrupt(signum, frame):
+            self.cancel.cancel()
+
+        self._previous = signal.signal(signal.SIGINT, interrupt)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        signal.signal(signal.SIGINT, self._previous)
+        self.bar.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vstain", description="Virtual IHC from H&E slides.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    info = sub.add_parser("info", help="describe a slide", description=cmd_info.__doc__)
+    info.add_argument("slide", type=Path)
+    info.set_defaults(run=cmd_info)
+
+    stain = sub.add_parser(
+        "stain", help="stain a slide with a model", description=cmd_stain.__doc__
+    )
+    stain.add_argument("slide", type=Path)
+    stain.add_argument(
+        "--model",
+        required=True,
+        help="registry name with shipped weights, or a .safetensors checkpoint path",
+    )
+    stain.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="OUT.zarr (OME-Zarr) or OUT.ome.tif (pyramidal OME-TIFF)",
+    )
+    stain.add_argument("--region", type=_region, help="x,y,w,h in level-0 pixels")
+    stain.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    stain.add_argument("--batch-size", type=int, default=4)
+    stain.add_argument("--tile", type=int, help="tile size (default: the model card's)")
+    group = stain.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    group.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    stain.set_defaults(run=cmd_stain)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except VstainError as e:
+        print(f"vstain: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.tiles.conftest import make_tissue_image
+from vstain.cli import main
+from vstain.io import write_ome_tiff
+
+
+@pytest.fixture
+def slide_path(tmp_path):
+    path = tmp_path / "slide.ome.tif"
+    write_ome_tiff(
+        make_tissue_image(600, 800), path, pixel_size=0.5, compression="deflate", tile=256
+    )
+    return path
+
+
+def test_help_lists_commands():
+    out = subprocess.run(
+        [sys.executable, "-m", "vstain.cli", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for command in ("info", "stain"):
+        assert command in out
+
+
+def test_info_prints_levels_pixel_size_and_tissue(slide_path, capsys):
+    assert main(["info", str(slide_path)]) == 0
+    out = capsys.readouterr().out
+    assert "pixel size: 0.5000 um/px" in out
+    assert "level 0: 800 x 600 px" in out and "level 1: 400 x 300 px" in out
+    fraction = float(out.split("tissue fraction: ")[1].split("%")[0])
+    assert 60 < fraction < 90  # the right fifth is glass
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "does not exist"),
+        (b"", "is empty"),
+        (b"not an image at all", "is not a slide format"),
+    ],
+)
+def test_bad_slides_give_one_line_and_nonzero_exit(tmp_path, capsys, content, message):
+    path = tmp_path / "bad.tif"
+    if content is not None:
+        path.write_bytes(content)
+    assert main(["info", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vstain: error:") and message in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_grayscale_png_is_refused_with_advice(tmp_path, capsys):
+    from skimage.io import imsave
+
+    path = tmp_path / "gray.png"
+    imsave(path, np.full((32, 32), 128, np.uint8), check_contrast=False)
+    assert main(["info", str(path)]) == 2
+    assert "RGB" in capsys.readouterr().err
+
+
+def test_unknown_model_and_missing_checkpoint(slide_path, tmp_path, capsys):
+    assert (
+        main(
+            [
+                "stain",
+                str(slide_path),
+                "--model",
+                "no-such-model",
+                "--out",
+                str(tmp_path / "o.zarr"),
+            ]
+        )
+        == 2
+    )
+    assert "No trained weights for model 'no-such-model'" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "stain",
+                str(slide_path),
+                "--model",
+                str(tmp_path / "missing.safetensors"),
+                "--out",
+                str(tmp_path / "o.zarr"),
+            ]
+        )
+        == 2
+    )
+    assert "does not exist" in capsys.readouterr().err

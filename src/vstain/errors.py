@@ -27,3 +27,15 @@ class StainError(VstainError):
 
 class DatasetError(VstainError):
     """A paired dataset folder is missing, empty, or holds unpaired or mismatched images."""
+
+
+class ModelError(VstainError):
+    """A model cannot be created or used as asked (unknown name, config, option or input)."""
+
+
+class CheckpointError(ModelError):
+    """A checkpoint file cannot be read, or does not fit the model its card describes."""
+
+
+class DeviceError(ModelError):
+    """The requested compute device is not available on this machine."""

@@ -1,0 +1,43 @@
+"""Virtual-staining models: interface, registry, checkpoints, devices and the registered models.
+
+Each model lives in its own module and registers itself on import; import it here so that
+:func:`list_models` knows it.
+"""
+
+from vstain.errors import CheckpointError, DeviceError, ModelError
+from vstain.models import pix2pix  # noqa: F401  (registers pix2pix and pyramid-pix2pix)
+from vstain.models.base import ModelCard, Prediction, StainModel, TrainState
+from vstain.models.checkpoint import load_checkpoint, read_card, save_checkpoint, sha256_file
+from vstain.models.device import (
+    autocast_context,
+    choose_device,
+    predict_batch,
+    prepare_model,
+)
+from vstain.models.importers import import_cut_generator
+from vstain.models.registry import create, list_models, model_configs, register
+from vstain.models.train_state import SimpleTrainState
+
+__all__ = [
+    "CheckpointError",
+    "DeviceError",
+    "ModelCard",
+    "ModelError",
+    "Prediction",
+    "SimpleTrainState",
+    "StainModel",
+    "TrainState",
+    "autocast_context",
+    "choose_device",
+    "create",
+    "import_cut_generator",
+    "list_models",
+    "load_checkpoint",
+    "model_configs",
+    "predict_batch",
+    "prepare_model",
+    "read_card",
+    "register",
+    "save_checkpoint",
+    "sha256_file",
+]

@@ -1,0 +1,134 @@
+"""Checkpoints: one ``.safetensors`` file with the model card as JSON in its metadata.
+
+Loading reads tensors with safetensors only; nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from vstain.errors import CheckpointError, ModelError
+from vstain.models.base import ModelCard, StainModel
+from vstain.models.registry import build
+
+CARD_KEY = "vstain_card"
+FORMAT_KEY = "vstain_format"
+FORMAT_VERSION = "1"
+
+
+def save_checkpoint(model: StainModel, path: str | os.PathLike) -> Path:
+    """Write ``model``'s weights and card to ``path`` atomically (temp file, fsync, rename)."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise CheckpointError(f"Cannot save {path.name}: folder {path.parent} does not exist.")
+    tensors = {
+        k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()
+    }
+    metadata = {CARD_KEY: model.card.to_json(), FORMAT_KEY: FORMAT_VERSION}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if os.name == "posix":  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    return path
+
+
+def read_card(path: str | os.PathLike) -> ModelCard:
+    """The model card stored in checkpoint ``path``, without loading weights."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint {path} does not exist.")
+    try:
+        with safe_open(path, "pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(
+            f"{path} is not a safetensors checkpoint ({e}). It may be truncated, or a pickle / "
+            "torch.save file, which vstain never loads. Import a public pix2pix/CUT generator "
+            "with vstain.models.importers.import_cut_generator."
+        ) from e
+    if CARD_KEY not in metadata:
+        raise CheckpointError(
+            f"{path} is a safetensors file but has no vstain model card; it was "
+            "not written by vstain.models.save_checkpoint."
+        )
+    try:
+        return ModelCard.from_json(metadata[CARD_KEY])
+    except ModelError as e:
+        raise CheckpointError(f"Model card in {path}: {e}") from e
+
+
+def describe_mismatch(
+    expected: Mapping[str, Tensor], given: Mapping[str, Tensor], limit: int = 5
+) -> str | None:
+    """Which keys and shapes of ``given`` differ from ``expected`` (first few); None if they fit."""
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    shapes = [
+        f"{k}: file {tuple(given[k].shape)}, model {tuple(expected[k].shape)}"
+        for k in expected
+        if k in given and given[k].shape != expected[k].shape
+    ]
+    parts = [
+        f"{len(items)} {what} (first: {', '.join(items[:limit])})"
+        for what, items in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", shapes),
+        )
+        if items
+    ]
+    return "; ".join(parts) or None
+
+
+def load_checkpoint(
+    path: str | os.PathLike, device: str | torch.device | None = None
+) -> StainModel:
+    """Rebuild the model a checkpoint's card describes and load its weights strictly (eval mode)."""
+    path = Path(path)
+    card = read_card(path)
+    try:
+        model = build(card)
+    except ModelError as e:
+        raise CheckpointError(f"Cannot rebuild the model of {path.name}: {e}") from e
+    tensors = load_file(path, device="cpu")
+    problem = describe_mismatch(model.state_dict(), tensors)
+    if problem:
+        raise CheckpointError(
+            f"{path.name} does not hold weights of {card.architecture} with its "
+            f"card's config: {problem}. The file may be damaged or its card "
+            "edited."
+        )
+    model.load_state_dict(tensors, strict=True)
+    if device is not None:
+        model.to(device)
+    return model.eval()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file (for ``parent_sha256``)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,35 @@
+"""Checkpoints shipped inside the package (demo weights trained on simulated tissue)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vstain.errors import VstainError
+
+WEIGHTS_DIR = Path(__file__).parent
+
+
+def shipped_checkpoints() -> dict[str, Path]:
+    """Registry name -> shipped checkpoint file (``<name>.safetensors`` in this folder)."""
+    return {
+        p.name.removesuffix(".safetensors"): p for p in sorted(WEIGHTS_DIR.glob("*.safetensors"))
+    }
+
+
+def resolve_checkpoint(model: str) -> Path:
+    """A checkpoint path, or the shipped checkpoint of a registry name."""
+    path = Path(model).expanduser()
+    if path.suffix == ".safetensors" or path.exists():
+        if not path.is_file():
+            raise VstainError(
+                f"Checkpoint {path} does not exist. Give the path of a .safetensors file."
+            )
+        return path
+    shipped = shipped_checkpoints()
+    if model in shipped:
+        return shipped[model]
+    known = ", ".join(shipped) or "none yet"
+    raise VstainError(
+        f"No trained weights for model {model!r}: shipped checkpoints are {known}. "
+        "Give the path of a .safetensors checkpoint, or train one with `vstain train`."
+    )

@@ -1,0 +1,92 @@
+"""`vstain stain` end to end with a small checkpoint the test saves."""
+
+import numpy as np
+import pytest
+import torch
+
+from tests.tiles.conftest import make_tissue_image
+from vstain.cli import main
+from vstain.io import open_slide, write_ome_tiff
+from vstain.models import create, save_checkpoint
+from vstain.stain import stain_slide
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = create("pix2pix", "small", tile_size=128, markers=["ck818"], pixel_size=0.5)
+    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="module")
+def slide_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("slide") / "he.ome.tif"
+    write_ome_tiff(
+        make_tissue_image(300, 420), path, pixel_size=0.5, compression="deflate", tile=128
+    )
+    return path
+
+
+def test_stain_region_to_zarr_and_resume(checkpoint, slide_path, tmp_path, capsys):
+    out = tmp_path / "o.zarr"
+    args = [
+        "stain",
+        str(slide_path),
+        "--model",
+        str(checkpoint),
+        "--out",
+        str(out),
+        "--region",
+        "0,0,200,100",
+    ]
+    assert main(args) == 0
+    assert "2 tiles computed" in capsys.readouterr().out
+    ihc = open_slide(out).levels[0].compute()
+    assert ihc.shape == (300, 420, 3)
+    alpha = np.asarray(__import__("zarr").open_array(out / "ihc" / "0")[3])
+    assert alpha[:128, :256].min() == 255 and alpha[128:].max() == 0
+    assert main(args) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main([*args, "--resume"]) == 0
+    assert "2 already done" in capsys.readouterr().out
+
+
+def test_stain_whole_slide_to_ome_tiff_matches_zarr(checkpoint, slide_path, tmp_path):
+    tif, zarr_out = tmp_path / "v.ome.tif", tmp_path / "v.zarr"
+    assert main(["stain", str(slide_path), "--model", str(checkpoint), "--out", str(tif)]) == 0
+    stain_slide(slide_path, checkpoint, zarr_out)
+    a = open_slide(tif)
+    b = open_slide(zarr_out)
+    assert a.pixel_size == pytest.approx(0.5)
+    assert len(a.levels) == len(b.levels)
+    diff = np.abs(a.levels[0].compute().astype(int) - b.levels[0].compute())
+    assert diff.mean() < 3  # JPEG
+    assert not (tmp_path / "v.ome.tif.zarr").exists()
+
+
+def test_region_outside_slide_is_a_clear_error(checkpoint, slide_path, tmp_path, capsys):
+    code = main(
+        [
+            "stain",
+            str(slide_path),
+            "--model",
+            str(checkpoint),
+            "--out",
+            str(tmp_path / "o.zarr"),
+            "--region",
+            "400,0,100,100",
+        ]
+    )
+    assert code == 2
+    assert "outside" in capsys.readouterr().err
+
+
+def test_checkpoint_of_wrong_kind_is_refused(slide_path, tmp_path, capsys):
+    fake = tmp_path / "fake.safetensors"
+    fake.write_bytes(b"\x80\x04K\x01.")  # a pickle, not safetensors
+    assert (
+        main(["stain", str(slide_path), "--model", str(fake), "--out", str(tmp_path / "o.zarr")])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "fake.safetensors" in err and "Traceback" not in err

@@ -54,7 +54,8 @@ def textured_slide(size: int, chunk: int = 512) -> da.Array:
 
 
 class ConvNet(torch.nn.Module):
-    """A translation-equivariant CNN; ``width`` sets its cost per tile."""
+    """A translation-equivariant CNN whose output keeps the input's structure (so seams would
+    show); ``width`` and ``depth`` set its cost per tile and its receptive-field radius (depth)."""
 
     def __init__(self, width: int, depth: int = 4):
         super().__init__()
@@ -63,29 +64,39 @@ class ConvNet(torch.nn.Module):
         for _ in range(depth - 1):
             layers += [torch.nn.Conv2d(c, width, 3, padding=1), torch.nn.ReLU()]
             c = width
-        layers += [torch.nn.Conv2d(c, 3, 3, padding=1), torch.nn.Sigmoid()]
+        layers += [torch.nn.Conv2d(c, 3, 3, padding=1), torch.nn.Tanh()]
         self.net = torch.nn.Sequential(*layers)
         self.radius = depth
 
     @torch.inference_mode()
     def __call__(self, batch: np.ndarray) -> dict:
-        return {"ihc": self.net(torch.from_numpy(batch))}
+        x = torch.from_numpy(batch)
+        return {"ihc": (x + 0.3 * self.net(x)).clamp(0, 1)}
+
+
+def _forward_rate(model, batch: int, win: int, reps: int = 8) -> float:
+    """Raw model throughput (tiles/s) on in-memory batches, best of ``reps`` batches."""
+    x = np.random.default_rng(0).random((batch, 3, win, win), dtype=np.float32)
+    model(x)
+    best = np.inf
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        model(x)
+        best = min(best, time.perf_counter() - t0)
+    return batch / best
 
 
 def efficiency(tmp: Path) -> dict:
-    """Engine throughput / raw forward throughput on the same tiles, model >= 50 ms per tile."""
+    """Engine throughput / raw forward throughput on the same tiles, model >= 50 ms per tile.
+
+    The forward rate is the best batch time measured before and after the engine run, so a
+    busy machine can only make the ratio look worse, not better.
+    """
     path = tmp / "eff.ome.tif"
     write_ome_tiff(textured_slide(2048), path, pixel_size=0.5, compression="jpeg")
     slide = open_slide(path)
-    model, tile, halo, batch = ConvNet(width=24), 256, 4, 4
-    win = tile + 2 * halo
-    x = torch.rand(batch, 3, win, win)
-    model(x.numpy())
-    t0 = time.perf_counter()
-    reps = 6
-    for _ in range(reps):
-        model(x.numpy())
-    forward = reps * batch / (time.perf_counter() - t0)
+    model, tile, halo, batch = ConvNet(width=48), 256, 4, 4
+    before = _forward_rate(model, batch, tile + 2 * halo)
     result = stain_level(
         slide,
         model,
@@ -96,13 +107,13 @@ def efficiency(tmp: Path) -> dict:
         batch_size=batch,
         min_tissue=0,
     )
-    engine = result.tiles_per_second
+    forward = max(before, _forward_rate(model, batch, tile + 2 * halo))
     return {
         "ms_per_tile_forward": 1000 / forward,
         "forward_tiles_per_s": forward,
-        "engine_tiles_per_s": engine,
+        "engine_tiles_per_s": result.tiles_per_second,
         "tiles": result.computed,
-        "efficiency_ratio": engine / forward,
+        "efficiency_ratio": result.tiles_per_second / forward,
     }
 
 
@@ -162,12 +173,8 @@ def seams(tmp: Path) -> dict:
     image = np.asarray(textured_slide(1024, chunk=1024))
     slide = Slide(tmp / "seams.png", [da.from_array(image, chunks=256)], 0.5)
     model, tile = ConvNet(width=16), 128
-    reference = seam_metric(
-        model(image.transpose(2, 0, 1)[None].astype(np.float32) / 255)["ihc"][0]
-        .numpy()
-        .transpose(1, 2, 0),
-        tile,
-    )
+    whole = model(image.transpose(2, 0, 1)[None].astype(np.float32) / 255)["ihc"][0].numpy()
+    reference = seam_metric(np.rint(whole.transpose(1, 2, 0) * 255), tile)
     out = {"whole_image_reference": reference}
     for name, halo, blend in [
         ("crop_halo_covers_rf", 4, "crop"),

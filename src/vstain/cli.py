@@ -67,6 +67,20 @@ def cmd_stain(args) -> int:
     return 0
 
 
+def cmd_demo(args) -> int:
+    """Open napari on the demo slide pair (generated on first use) and stain the view."""
+    try:
+        from vstain.napari.demo import run_demo
+    except ImportError as e:
+        raise VstainError(
+            f"The demo needs napari ({e}). Install with: pip install 'napari-vstain[napari]' PyQt6"
+        ) from e
+    run_demo(args.screenshot)
+    if args.screenshot:
+        print(f"screenshot saved to {args.screenshot}")
+    return 0
+
+
 class _ProgressBar:
     """tqdm bar fed by engine progress; Ctrl-C cancels the run cleanly instead of killing it."""
 
@@ -131,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--resume", action="store_true", help="continue an interrupted run")
     group.add_argument("--overwrite", action="store_true", help="replace an existing output")
     stain.set_defaults(run=cmd_stain)
+
+    demo = sub.add_parser(
+        "demo", help="open napari on the demo slides", description=cmd_demo.__doc__
+    )
+    demo.add_argument("--screenshot", type=Path, help="save the window to FILE and exit")
+    demo.set_defaults(run=cmd_demo)
     return parser
 
 

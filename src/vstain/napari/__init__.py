@@ -1,0 +1,1 @@
+"""napari integration: reader, writer, sample data and widgets (only here: napari/Qt)."""

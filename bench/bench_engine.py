@@ -117,52 +117,48 @@ def efficiency(tmp: Path) -> dict:
     }
 
 
-def _memory_child(size: int, tmp: str) -> None:
-    """Run in a subprocess: write a slide, then stain it; print peak RSS of the staining."""
+def _memory_child(phase: str, size: int, tmp: str) -> None:
+    """Run in a fresh process, so ru_maxrss is this phase's peak: "write" the slide tile by
+    tile, or "stain" it; print the peak resident memory as JSON."""
     tmp = Path(tmp)
     path = tmp / f"slide{size}.ome.tif"
-    write_ome_tiff(textured_slide(size), path, pixel_size=0.5, compression="jpeg")
-    write_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    model = ConvNet(width=8, depth=2)
     t0 = time.perf_counter()
-    result = stain_level(
-        open_slide(path),
-        model,
-        tmp / f"out{size}.zarr",
-        specs=[IHC],
-        tile=512,
-        halo=2,
-        batch_size=4,
-        min_tissue=0,
-    )
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(
-        json.dumps(
-            {
-                "size": size,
-                "tiles": result.computed,
-                "seconds": time.perf_counter() - t0,
-                "peak_rss_mib": peak,
-                "peak_rss_while_writing_slide_mib": write_peak,
-            }
+    info = {"phase": phase, "size": size}
+    if phase == "write":
+        write_ome_tiff(textured_slide(size), path, pixel_size=0.5, compression="jpeg")
+    else:
+        result = stain_level(
+            open_slide(path),
+            ConvNet(width=8, depth=2),
+            tmp / f"out{size}.zarr",
+            specs=[IHC],
+            tile=512,
+            halo=2,
+            batch_size=4,
+            min_tissue=0,
         )
-    )
+        info["tiles"] = result.computed
+    info["seconds"] = time.perf_counter() - t0
+    info["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(info))
 
 
 def memory(tmp: Path) -> dict:
-    """Peak RSS (MiB) staining a 5000^2 and a 20000^2 slide, each in a fresh process."""
+    """Peak RSS (MiB) writing and staining a 5000^2 and a 20000^2 slide, each in its own process."""
     runs = {}
     for size in (5000, 20000):
-        out = subprocess.run(
-            [sys.executable, __file__, "_memory_child", str(size), str(tmp)],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        runs[size] = json.loads(out.strip().splitlines()[-1])
+        for phase in ("write", "stain"):
+            out = subprocess.run(
+                [sys.executable, __file__, "_memory_child", phase, str(size), str(tmp)],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+            runs[f"{phase}_{size}"] = json.loads(out.strip().splitlines()[-1])
     return {
         "runs": runs,
-        "ratio_20000_to_5000": runs[20000]["peak_rss_mib"] / runs[5000]["peak_rss_mib"],
+        "stain_peak_ratio_20000_to_5000": runs["stain_20000"]["peak_rss_mib"]
+        / runs["stain_5000"]["peak_rss_mib"],
     }
 
 
@@ -192,7 +188,7 @@ def seams(tmp: Path) -> dict:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_memory_child":
-        _memory_child(int(sys.argv[2]), sys.argv[3])
+        _memory_child(sys.argv[2], int(sys.argv[3]), sys.argv[4])
         return
     which = sys.argv[1:] or ["efficiency", "memory", "seams"]
     with tempfile.TemporaryDirectory() as tmp:

@@ -91,3 +91,34 @@ def test_unknown_model_and_missing_checkpoint(slide_path, tmp_path, capsys):
         == 2
     )
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_synth_slide_and_dataset_commands(tmp_path, capsys):
+    from vstain.io import open_slide
+    from vstain.io.datasets import open_paired_dataset
+
+    he, ihc = tmp_path / "new" / "he.ome.tif", tmp_path / "new" / "ihc.ome.tif"
+    assert (
+        main(
+            [
+                "synth-slide",
+                "--size",
+                "700",
+                "--mode",
+                "adjacent-section",
+                "--out",
+                str(he),
+                "--ihc-out",
+                str(ihc),
+            ]
+        )
+        == 0
+    )
+    assert "true H&E -> IHC affine" in capsys.readouterr().out
+    a, b = open_slide(he), open_slide(ihc)
+    assert a.shape == b.shape == (700, 700) and a.pixel_size == pytest.approx(0.5)
+    assert main(["synth-slide", "--size", "700", "--out", str(he)]) == 2  # exists
+    out = tmp_path / "ds"
+    assert main(["synth-dataset", "--n", "5", "--tile", "64", "--out", str(out)]) == 0
+    data = open_paired_dataset(out, layout="bci", split="train")
+    assert len(data) >= 1 and data[0]["he"].shape == (3, 64, 64)

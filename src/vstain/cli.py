@@ -67,6 +67,53 @@ def cmd_stain(args) -> int:
     return 0
 
 
+def cmd_synth_slide(args) -> int:
+    """Write a simulated H&E slide (and its IHC) as pyramidal OME-TIFF, tile by tile."""
+    from vstain.io import write_ome_tiff
+    from vstain.synth import synth_slide
+
+    pair = synth_slide(
+        args.marker, args.size, seed=args.seed, mode=args.mode, pixel_size=args.pixel_size
+    )
+    outputs = [(pair.he, args.out)] + ([(pair.ihc, args.ihc_out)] if args.ihc_out else [])
+    for image, path in outputs:
+        with _ProgressBar(f"chunks {path.name}") as bar:
+            write_ome_tiff(
+                image,
+                path,
+                pixel_size=args.pixel_size,
+                overwrite=args.overwrite,
+                progress=bar.update_counts,
+            )
+        print(f"{path}: {args.size} x {args.size} px at {args.pixel_size} um/px")
+    if pair.transform is not None:
+        print(f"true H&E -> IHC affine (pixels): {pair.transform.affine.tolist()}")
+    return 0
+
+
+def cmd_synth_dataset(args) -> int:
+    """Write simulated paired tiles in the BCI layout (HE/, IHC/, truth/ by train/test)."""
+    from vstain.synth import synth_dataset
+
+    with _ProgressBar("tiles") as bar:
+        synth_dataset(
+            args.out,
+            args.n,
+            tile=args.tile,
+            marker=args.marker,
+            seed=args.seed,
+            mode=args.mode,
+            overwrite=args.overwrite,
+            progress=bar.update_counts,
+            cancel=bar.cancel,
+        )
+    if bar.cancel.cancelled:
+        print("Interrupted; the dataset is incomplete.", file=sys.stderr)
+        return 130
+    print(f"{args.out}: {args.n} tile pairs ({args.marker}, {args.mode})")
+    return 0
+
+
 def cmd_demo(args) -> int:
     """Open napari on the demo slide pair (generated on first use) and stain the view."""
     try:
@@ -94,8 +141,12 @@ class _ProgressBar:
         self._previous = None
 
     def update(self, p) -> None:
-        self.bar.total = p.total
-        self.bar.n = p.done
+        """Engine progress (a `Progress`)."""
+        self.update_counts(p.done, p.total)
+
+    def update_counts(self, done: int, total: int) -> None:
+        self.bar.total = total
+        self.bar.n = done
         self.bar.refresh()
 
     def __enter__(self):
@@ -146,6 +197,35 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--overwrite", action="store_true", help="replace an existing output")
     stain.set_defaults(run=cmd_stain)
 
+    from vstain.synth.spec import MARKERS, MODES
+
+    synth = sub.add_parser(
+        "synth-slide", help="simulate a slide pair", description=cmd_synth_slide.__doc__
+    )
+    synth.add_argument("--marker", choices=MARKERS, default="ck818")
+    synth.add_argument("--size", type=int, default=20000, help="side in pixels")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--mode", choices=MODES, default="same-section")
+    synth.add_argument("--pixel-size", type=float, default=0.5, help="um/px (0.5 = 20x)")
+    synth.add_argument("--out", type=Path, required=True, help="H&E OME-TIFF")
+    synth.add_argument("--ihc-out", type=Path, help="IHC OME-TIFF")
+    synth.add_argument("--overwrite", action="store_true")
+    synth.set_defaults(run=cmd_synth_slide)
+
+    dataset = sub.add_parser(
+        "synth-dataset",
+        help="simulate paired tiles (BCI layout)",
+        description=cmd_synth_dataset.__doc__,
+    )
+    dataset.add_argument("--n", type=int, required=True, help="number of tile pairs")
+    dataset.add_argument("--tile", type=int, default=256)
+    dataset.add_argument("--marker", choices=MARKERS, default="ck818")
+    dataset.add_argument("--seed", type=int, default=0)
+    dataset.add_argument("--mode", choices=MODES, default="same-section")
+    dataset.add_argument("--out", type=Path, required=True)
+    dataset.add_argument("--overwrite", action="store_true")
+    dataset.set_defaults(run=cmd_synth_dataset)
+
     demo = sub.add_parser(
         "demo", help="open napari on the demo slides", description=cmd_demo.__doc__
     )
@@ -161,6 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     except VstainError as e:
         print(f"vstain: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # disk full, permissions, a vanished network share
+        print(
+            f"vstain: error: {e}. Check the path, its permissions and free space.", file=sys.stderr
+        )
+        return 1
 
 
 if __name__ == "__main__":

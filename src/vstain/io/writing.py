@@ -54,12 +54,19 @@ def _check_levels(levels: list[da.Array]) -> None:
 
 
 def check_output(path: Path, overwrite: bool) -> None:
-    """Raise `OutputExistsError` if ``path`` exists and ``overwrite`` is false."""
+    """Raise `OutputExistsError` if ``path`` exists and ``overwrite`` is false; create its
+    folder, or raise `SlideError` saying why it cannot be created."""
     if path.exists() and not overwrite:
         raise OutputExistsError(
             f"{path} exists. Pass overwrite=True (--overwrite) to replace it, or choose another "
             "path."
         )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SlideError(
+            f"Cannot create the folder of {path}: {e.strerror}. Choose another output path."
+        ) from e
 
 
 def chunk_count(shape_yx: tuple[int, int], chunk: int) -> int:

@@ -61,3 +61,23 @@ def test_order_tiles_nearest_first():
     ordered = order_tiles(grid.tiles(), toward=(450, 60))
     assert ordered[0].index == (0, 3)
     assert [t.index for t in order_tiles(grid.tiles())][:2] == [(0, 0), (0, 1)]
+
+
+def test_chunk_cache_reads_like_the_array_and_decodes_each_chunk_once():
+    import dask.array as da
+
+    from vstain.tiles.cache import ChunkCache
+
+    img = np.random.default_rng(2).integers(0, 255, (100, 130, 3), dtype=np.uint8)
+    decoded = []
+
+    def load(block, block_info=None):
+        decoded.append(block_info[None]["chunk-location"])
+        return block
+
+    level = da.from_array(img, chunks=(32, 48, 3)).map_blocks(load, dtype=np.uint8)
+    cache = ChunkCache(level)
+    grid = TileGrid((100, 130), tile=16, halo=5)
+    for t in grid.tiles():
+        np.testing.assert_array_equal(read_window(cache, t.window), read_window(img, t.window))
+    assert len(decoded) == len(set(decoded)) == 4 * 3

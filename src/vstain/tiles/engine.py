@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vstain.tiles.blend import CropStitcher, FeatherStitcher
+from vstain.tiles.cache import ChunkCache
 from vstain.tiles.grid import Tile, TileGrid, read_window
 from vstain.tiles.store import BACKGROUND, COMPUTED, PENDING, OutputStore
 
@@ -120,8 +121,9 @@ class _Pipeline:
         return False
 
     def _read(self, tiles: list[Tile]) -> None:
+        level = ChunkCache(self.level) if hasattr(self.level, "blocks") else self.level
         for tile in tiles:
-            if not self._put(self.inbox, (tile, read_window(self.level, tile.window))):
+            if not self._put(self.inbox, (tile, read_window(level, tile.window))):
                 return
         self._put(self.inbox, _END)
 

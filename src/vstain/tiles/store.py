@@ -9,7 +9,8 @@ Layout of ``OUT.zarr``::
 
 A tile's core is exactly one chunk at level 0, so each tile is written once, and its share of every
 coarser level whose downsample factor is at most the tile size lies inside one chunk there
-too; those levels are updated with the tile. Coarser levels (only for slides over ~100k px) are
+too; those shares are queued and written by `OutputStore.flush` (every few tiles), one
+read-modify-write per coarse chunk. Coarser levels (only for slides over ~100k px) are
 rebuilt by :meth:`OutputStore.finish`. The done flag is set after all of a tile's writes, and zarr
 writes chunks atomically, so a killed run resumes without recomputing finished tiles and without
 torn chunks.
@@ -32,6 +33,8 @@ from vstain.tiles.grid import Tile
 #: Grid cells per chunk of the done-map: a block of 8 x 8 tiles is the unit distributed workers own.
 DONE_BLOCK = 8
 PENDING, COMPUTED, BACKGROUND = 0, 1, 2
+#: Tiles between flushes of coarse-level shares and done flags: fewer small read-modify-writes.
+FLUSH_EVERY = 16
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,9 @@ class OutputStore:
             name: open_ome_zarr_levels(self.path / name, mode="r+") for name in self.specs
         }
         self.done = self.root["done"]
+        self.flush_every = FLUSH_EVERY
+        self._pending: dict[tuple, list] = {}
+        self._pending_done: list[tuple[tuple[int, int], int]] = []
 
     @property
     def settings(self) -> dict:
@@ -173,7 +179,8 @@ class OutputStore:
         return np.asarray(self.done[:])
 
     def write_tile(self, tile: Tile, outputs: dict[str, np.ndarray], state: int = COMPUTED) -> None:
-        """Write a tile's stored arrays (C, h, w) at its core, update the pyramid, mark it done."""
+        """Write a tile's stored arrays (C, h, w) at its core now; queue its share of the coarser
+        levels and its done flag for the next :meth:`flush` (every ``flush_every`` tiles)."""
         x0, y0, x1, y1 = tile.core
         for name, block in outputs.items():
             spec, levels = self.specs[name], self.levels[name]
@@ -183,8 +190,36 @@ class OutputStore:
                     break
                 block = spec.downsample(block)
                 ky, kx = y0 >> k, x0 >> k
-                levels[k][:, ky : ky + block.shape[1], kx : kx + block.shape[2]] = block
-        self.done[tile.index] = state
+                chunk = (name, k, ky // self.tile, kx // self.tile)
+                self._pending.setdefault(chunk, []).append((ky, kx, block))
+        self._pending_done.append((tile.index, state))
+        if len(self._pending_done) >= self.flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write queued pyramid shares (one read-modify-write per coarse chunk), then the done
+        flags of their tiles, so a flag never claims a tile whose pyramid is not on disk."""
+        for (name, k, row, col), parts in self._pending.items():
+            array, t = self.levels[name][k], self.tile
+            ys = slice(row * t, min((row + 1) * t, array.shape[1]))
+            xs = slice(col * t, min((col + 1) * t, array.shape[2]))
+            chunk = np.asarray(array[:, ys, xs])
+            for ky, kx, block in parts:
+                y, x = ky - ys.start, kx - xs.start
+                chunk[:, y : y + block.shape[1], x : x + block.shape[2]] = block
+            array[:, ys, xs] = chunk
+        self._pending.clear()
+        blocks: dict[tuple[int, int], list] = {}
+        for (r, c), state in self._pending_done:
+            blocks.setdefault((r // DONE_BLOCK, c // DONE_BLOCK), []).append((r, c, state))
+        for (br, bc), flags in blocks.items():
+            rows = slice(br * DONE_BLOCK, min((br + 1) * DONE_BLOCK, self.done.shape[0]))
+            cols = slice(bc * DONE_BLOCK, min((bc + 1) * DONE_BLOCK, self.done.shape[1]))
+            block = np.asarray(self.done[rows, cols])
+            for r, c, state in flags:
+                block[r - rows.start, c - cols.start] = state
+            self.done[rows, cols] = block
+        self._pending_done.clear()
 
     def write_background(self, tile: Tile) -> None:
         x0, y0, x1, y1 = tile.core
@@ -192,7 +227,8 @@ class OutputStore:
         self.write_tile(tile, blocks, BACKGROUND)
 
     def finish(self) -> None:
-        """Rebuild levels coarser than the tile size from the level above (they are small)."""
+        """Flush, then rebuild levels coarser than the tile size from the level above (small)."""
+        self.flush()
         for name, spec in self.specs.items():
             levels = self.levels[name]
             for k in range(1, len(levels)):

@@ -1,0 +1,59 @@
+"""Read-through cache of decoded source chunks, so overlapping windows decode each chunk once."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from itertools import accumulate
+
+import numpy as np
+
+
+class ChunkCache:
+    """A (Y, X, C) dask array sliced through an LRU cache of its decoded chunks.
+
+    Windows with halos overlap their neighbours and straddle the file's tiles; without the cache
+    every window would decode (and pay dask's per-graph cost for) each tile it touches again.
+    """
+
+    def __init__(self, array, max_bytes: int = 64 * 2**20):
+        self.array = array
+        self.shape = array.shape
+        self.dtype = array.dtype
+        ychunks, xchunks = array.chunks[:2]
+        self._ystarts = [0, *accumulate(ychunks)]
+        self._xstarts = [0, *accumulate(xchunks)]
+        chunk_bytes = max(ychunks) * max(xchunks) * int(np.prod(array.shape[2:])) * array.itemsize
+        self.max_chunks = max(max_bytes // max(chunk_bytes, 1), 4)
+        self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+
+    def _chunk(self, i: int, j: int) -> np.ndarray:
+        key = (i, j)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        block = np.asarray(self.array.blocks[i, j].compute(scheduler="synchronous"))
+        self._cache[key] = block
+        if len(self._cache) > self.max_chunks:
+            self._cache.popitem(last=False)
+        return block
+
+    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
+        ys, xs = key
+        y0, y1, x0, x1 = ys.start, ys.stop, xs.start, xs.stop
+        out = np.empty((y1 - y0, x1 - x0, *self.shape[2:]), self.dtype)
+        i0 = np.searchsorted(self._ystarts, y0, side="right") - 1
+        j0 = np.searchsorted(self._xstarts, x0, side="right") - 1
+        i = i0
+        while i < len(self._ystarts) - 1 and self._ystarts[i] < y1:
+            j = j0
+            while j < len(self._xstarts) - 1 and self._xstarts[j] < x1:
+                block = self._chunk(i, j)
+                cy0, cx0 = self._ystarts[i], self._xstarts[j]
+                sy0, sy1 = max(y0, cy0), min(y1, self._ystarts[i + 1])
+                sx0, sx1 = max(x0, cx0), min(x1, self._xstarts[j + 1])
+                out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = block[
+                    sy0 - cy0 : sy1 - cy0, sx0 - cx0 : sx1 - cx0
+                ]
+                j += 1
+            i += 1
+        return out

@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -115,6 +116,9 @@ def test_synth_slide_and_dataset_commands(tmp_path, capsys):
         == 0
     )
     assert "true H&E -> IHC affine" in capsys.readouterr().out
+    sidecar = json.loads((tmp_path / "new" / "he.ome.tif.synth.json").read_text())
+    assert sidecar["spec"]["mode"] == "adjacent-section"
+    assert np.asarray(sidecar["he_to_ihc_affine"]).shape == (3, 3)
     a, b = open_slide(he), open_slide(ihc)
     assert a.shape == b.shape == (700, 700) and a.pixel_size == pytest.approx(0.5)
     assert main(["synth-slide", "--size", "700", "--out", str(he)]) == 2  # exists

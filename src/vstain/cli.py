@@ -68,26 +68,26 @@ def cmd_stain(args) -> int:
 
 
 def cmd_synth_slide(args) -> int:
-    """Write a simulated H&E slide (and its IHC) as pyramidal OME-TIFF, tile by tile."""
-    from vstain.io import write_ome_tiff
-    from vstain.synth import synth_slide
+    """Write a simulated H&E slide (and its IHC) as pyramidal OME-TIFF, tile by tile, with the
+    spec and true H&E -> IHC transform in OUT.synth.json."""
+    from vstain.synth import make_spec
+    from vstain.synth.export import export_pair, sidecar_path
 
-    pair = synth_slide(
-        args.marker, args.size, seed=args.seed, mode=args.mode, pixel_size=args.pixel_size
-    )
-    outputs = [(pair.he, args.out)] + ([(pair.ihc, args.ihc_out)] if args.ihc_out else [])
-    for image, path in outputs:
-        with _ProgressBar(f"chunks {path.name}") as bar:
-            write_ome_tiff(
-                image,
-                path,
-                pixel_size=args.pixel_size,
-                overwrite=args.overwrite,
-                progress=bar.update_counts,
-            )
-        print(f"{path}: {args.size} x {args.size} px at {args.pixel_size} um/px")
-    if pair.transform is not None:
-        print(f"true H&E -> IHC affine (pixels): {pair.transform.affine.tolist()}")
+    spec = make_spec(args.seed, args.marker, args.size, pixel_size=args.pixel_size, mode=args.mode)
+    with _ProgressBar("chunks") as bar:
+        info = export_pair(
+            spec,
+            args.out,
+            args.ihc_out,
+            overwrite=args.overwrite,
+            progress=lambda path, done, total: bar.update_counts(done, total),
+        )
+    for path in (args.out, args.ihc_out):
+        if path:
+            print(f"{path}: {args.size} x {args.size} px at {args.pixel_size} um/px")
+    if info["he_to_ihc_affine"]:
+        print(f"true H&E -> IHC affine (pixels): {info['he_to_ihc_affine']}")
+    print(f"spec and transform: {sidecar_path(args.out)}")
     return 0
 
 
@@ -107,9 +107,6 @@ def cmd_synth_dataset(args) -> int:
             progress=bar.update_counts,
             cancel=bar.cancel,
         )
-    if bar.cancel.cancelled:
-        print("Interrupted; the dataset is incomplete.", file=sys.stderr)
-        return 130
     print(f"{args.out}: {args.n} tile pairs ({args.marker}, {args.mode})")
     return 0
 

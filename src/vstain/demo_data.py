@@ -22,18 +22,14 @@ def demo_pair(
     marker: str = "ck818", size: int = DEMO_SIZE, folder: Path | None = None
 ) -> tuple[Path, Path]:
     """Paths of the demo H&E and adjacent-section IHC OME-TIFFs, generated on first use."""
-    from vstain.io import write_ome_tiff
-    from vstain.synth import synth_slide
+    from vstain.synth import make_spec
+    from vstain.synth.export import export_pair
 
     folder = Path(folder) if folder else cache_dir() / "demo"
     stem = f"{marker}-{size}-seed{DEMO_SEED}-v{__version__}"
     he, ihc = folder / f"{stem}-he.ome.tif", folder / f"{stem}-ihc.ome.tif"
     if he.exists() and ihc.exists():
         return he, ihc
-    folder.mkdir(parents=True, exist_ok=True)
-    pair = synth_slide(marker, size, seed=DEMO_SEED, mode="adjacent-section")
-    ps = pair.spec.pixel_size
-    for image, path in ((pair.he, he), (pair.ihc, ihc)):
-        if not path.exists():
-            write_ome_tiff(image, path, pixel_size=ps, compression="jpeg", quality=90)
+    spec = make_spec(DEMO_SEED, marker, size, mode="adjacent-section")
+    export_pair(spec, he, ihc, overwrite=True)
     return he, ihc

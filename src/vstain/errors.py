@@ -39,3 +39,7 @@ class CheckpointError(ModelError):
 
 class DeviceError(ModelError):
     """The requested compute device is not available on this machine."""
+
+
+class SynthError(VstainError):
+    """A simulated slide or dataset was asked for with parameters it cannot have."""

@@ -216,6 +216,8 @@ from tests.tiles.conftest import IHC, ConvModel, make_tissue_image
 import dask.array as da
 from vstain.io.slide import Slide
 from vstain.tiles import stain_level
+import vstain.tiles.store
+vstain.tiles.store.FLUSH_MAX_TILES = 8  # flush by count, whatever the machine's speed
 model = ConvModel()
 def slow(batch):
     time.sleep(0.05)

@@ -9,7 +9,7 @@ Layout of ``OUT.zarr``::
 
 A tile's core is exactly one chunk at level 0, so each tile is written once, and its share of every
 coarser level whose downsample factor is at most the tile size lies inside one chunk there
-too; those shares are queued and written by `OutputStore.flush` (every few tiles), one
+too; those shares are queued and written by `OutputStore.flush` (about once a second), one
 read-modify-write per coarse chunk. Coarser levels (only for slides over ~100k px) are
 rebuilt by :meth:`OutputStore.finish`. The done flag is set after all of a tile's writes, and zarr
 writes chunks atomically, so a killed run resumes without recomputing finished tiles and without
@@ -19,6 +19,7 @@ torn chunks.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -33,8 +34,11 @@ from vstain.tiles.grid import Tile
 #: Grid cells per chunk of the done-map: a block of 8 x 8 tiles is the unit distributed workers own.
 DONE_BLOCK = 8
 PENDING, COMPUTED, BACKGROUND = 0, 1, 2
-#: Tiles between flushes of coarse-level shares and done flags: fewer small read-modify-writes.
-FLUSH_EVERY = 16
+#: Coarse-level shares and done flags are flushed at most this often (seconds), or when this many
+#: tiles are queued: fewer read-modify-writes of coarse chunks, bounded memory, and a viewer still
+#: sees the zoomed-out levels fill about once a second.
+FLUSH_SECONDS = 1.0
+FLUSH_MAX_TILES = 64
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,7 @@ class OutputStore:
             name: open_ome_zarr_levels(self.path / name, mode="r+") for name in self.specs
         }
         self.done = self.root["done"]
-        self.flush_every = FLUSH_EVERY
+        self._last_flush = time.monotonic()
         self._pending: dict[tuple, list] = {}
         self._pending_done: list[tuple[tuple[int, int], int]] = []
 
@@ -180,7 +184,7 @@ class OutputStore:
 
     def write_tile(self, tile: Tile, outputs: dict[str, np.ndarray], state: int = COMPUTED) -> None:
         """Write a tile's stored arrays (C, h, w) at its core now; queue its share of the coarser
-        levels and its done flag for the next :meth:`flush` (every ``flush_every`` tiles)."""
+        levels and its done flag for the next :meth:`flush` (about once a second)."""
         x0, y0, x1, y1 = tile.core
         for name, block in outputs.items():
             spec, levels = self.specs[name], self.levels[name]
@@ -193,7 +197,10 @@ class OutputStore:
                 chunk = (name, k, ky // self.tile, kx // self.tile)
                 self._pending.setdefault(chunk, []).append((ky, kx, block))
         self._pending_done.append((tile.index, state))
-        if len(self._pending_done) >= self.flush_every:
+        if (
+            len(self._pending_done) >= FLUSH_MAX_TILES
+            or time.monotonic() - self._last_flush >= FLUSH_SECONDS
+        ):
             self.flush()
 
     def flush(self) -> None:
@@ -220,6 +227,7 @@ class OutputStore:
                 block[r - rows.start, c - cols.start] = state
             self.done[rows, cols] = block
         self._pending_done.clear()
+        self._last_flush = time.monotonic()
 
     def write_background(self, tile: Tile) -> None:
         x0, y0, x1, y1 = tile.core

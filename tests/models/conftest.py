@@ -25,3 +25,13 @@ def make_pair(size: int = 64) -> dict[str, torch.Tensor]:
 @pytest.fixture
 def pair() -> dict[str, torch.Tensor]:
     return make_pair()
+
+
+class Payload:
+    """Pickles to a call that creates ``marker``: proves whether a loader unpickles."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))

@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from tests.models.conftest import Payload
 from vstain.models import (
     CheckpointError,
     SimpleTrainState,
@@ -95,21 +96,13 @@ def test_unknown_architecture_in_card(tmp_path, pair):
         load_checkpoint(path)
 
 
-class _Payload:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (str(self.marker), "w"))
-
-
 def test_malicious_pickle_is_refused_and_never_run(tmp_path):
     live = tmp_path / "live-marker"
-    pickle.loads(pickle.dumps(_Payload(live)))  # the payload does run when unpickled
+    pickle.loads(pickle.dumps(Payload(live)))  # the payload does run when unpickled
     assert live.exists()
     marker = tmp_path / "marker"
     path = tmp_path / "ckpt.safetensors"
-    path.write_bytes(pickle.dumps({"weights": _Payload(marker)}))
+    path.write_bytes(pickle.dumps({"weights": Payload(marker)}))
     with pytest.raises(CheckpointError, match=r"not a safetensors checkpoint.*never loads"):
         load_checkpoint(path)
     assert not marker.exists()

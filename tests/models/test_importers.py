@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.models.conftest import Payload
 from tests.models.cut_reference import RefResnetGenerator, randomise
 from vstain.models import CheckpointError, import_cut_generator, load_checkpoint, save_checkpoint
 from vstain.models.checkpoint import sha256_file
@@ -161,20 +162,12 @@ def test_files_that_are_not_generators(tmp_path):
         import_cut_generator(tmp_path / "other.pth")
 
 
-class _Payload:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (str(self.marker), "w"))
-
-
 def test_malicious_pickle_is_not_executed(tmp_path):
     live = tmp_path / "live-marker"
-    pickle.loads(pickle.dumps(_Payload(live)))  # the payload does run when unpickled
+    pickle.loads(pickle.dumps(Payload(live)))  # the payload does run when unpickled
     assert live.exists()
     marker = tmp_path / "marker"
-    torch.save({"model.1.weight": _Payload(marker)}, tmp_path / "evil_net_G.pth")
+    torch.save({"model.1.weight": Payload(marker)}, tmp_path / "evil_net_G.pth")
     with pytest.raises(CheckpointError, match="Cannot read"):
         import_cut_generator(tmp_path / "evil_net_G.pth")
     assert not marker.exists()

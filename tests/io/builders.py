@@ -131,3 +131,15 @@ def peak_memory(function, *args, **kwargs) -> int:
         return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+
+
+def assert_levels_are_pyramid_of(slide, image, n_levels: int) -> None:
+    """``slide`` has ``n_levels`` levels: ``image`` and its repeated 2x mean downsamplings."""
+    from vstain.io import downsample_2x
+
+    expected = [image]
+    for _ in range(n_levels - 1):
+        expected.append(downsample_2x(expected[-1], channel_axis=-1))
+    assert [lvl.shape for lvl in slide.levels] == [e.shape for e in expected]
+    for ours, exp in zip(slide.levels, expected, strict=True):
+        np.testing.assert_array_equal(ours.compute(), exp)

@@ -5,7 +5,14 @@ import json
 import numpy as np
 import pytest
 
-from tests.io.builders import lazy_pattern, pattern, peak_memory, rgb_image, write_svs
+from tests.io.builders import (
+    assert_levels_are_pyramid_of,
+    lazy_pattern,
+    pattern,
+    peak_memory,
+    rgb_image,
+    write_svs,
+)
 from vstain.errors import OutputExistsError, SlideError
 from vstain.io import (
     create_ome_zarr,
@@ -94,12 +101,7 @@ def test_write_one_array_computes_levels_tile_by_tile(tmp_path):
     slide = open_slide(tmp_path / "one.zarr")
 
     assert slide.pixel_size == pytest.approx(0.25)
-    expected = [image]
-    for _ in range(2):
-        expected.append(downsample_2x(expected[-1], channel_axis=-1))
-    assert [lvl.shape for lvl in slide.levels] == [e.shape for e in expected]
-    for ours, exp in zip(slide.levels, expected, strict=True):
-        np.testing.assert_array_equal(ours.compute(), exp)
+    assert_levels_are_pyramid_of(slide, image, 3)
     total = 6 * 8 + 3 * 4 + 2 * 2
     assert calls[-1] == (total, total)
     assert [done for done, _ in calls] == sorted(done for done, _ in calls)

@@ -111,18 +111,24 @@ def load_checkpoint(
         model = build(card)
     except ModelError as e:
         raise CheckpointError(f"Cannot rebuild the model of {path.name}: {e}") from e
+    load_weights(model, path)
+    if device is not None:
+        model.to(device)
+    return model.eval()
+
+
+def load_weights(model: StainModel, path: str | os.PathLike) -> None:
+    """Load a checkpoint's weights into ``model`` strictly; CheckpointError naming what differs."""
+    path = Path(path)
     tensors = load_file(path, device="cpu")
     problem = describe_mismatch(model.state_dict(), tensors)
     if problem:
         raise CheckpointError(
-            f"{path.name} does not hold weights of {card.architecture} with its "
-            f"card's config: {problem}. The file may be damaged or its card "
-            "edited."
+            f"{path.name} does not hold weights of {model.card.architecture} with this "
+            f"config: {problem}. The file may be damaged, its card edited, or it belongs to "
+            "another model."
         )
     model.load_state_dict(tensors, strict=True)
-    if device is not None:
-        model.to(device)
-    return model.eval()
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -126,3 +126,51 @@ def test_synth_slide_and_dataset_commands(tmp_path, capsys):
     assert main(["synth-dataset", "--n", "5", "--tile", "64", "--out", str(out)]) == 0
     data = open_paired_dataset(out, layout="bci", split="train")
     assert len(data) >= 1 and data[0]["he"].shape == (3, 64, 64)
+
+
+def test_train_resume_and_evaluate_commands(tmp_path, capsys):
+    from vstain.models import read_card
+    from vstain.synth import synth_dataset
+
+    data = tmp_path / "ds"
+    synth_dataset(data, 4, tile=64, slides=2, slide_size=1024, test_fraction=0.25)
+    ckpt = tmp_path / "m.safetensors"
+    base = [
+        "train",
+        "--model",
+        "pix2pix",
+        "--data",
+        str(data),
+        "--out",
+        str(ckpt),
+        "--crop",
+        "64",
+        "--batch-size",
+        "2",
+        "--val-every",
+        "2",
+        "--marker",
+        "ck818",
+    ]
+    assert main([*base, "--steps", "2"]) == 0
+    assert main([*base, "--steps", "2"]) == 2  # exists
+    assert main([*base, "--steps", "4", "--resume"]) == 0
+    card = read_card(ckpt)
+    assert card.steps == 4 and card.markers == ["ck818"] and "psnr" in card.metrics
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(ckpt),
+                "--data",
+                str(data),
+                "--json",
+                str(tmp_path / "r.json"),
+            ]
+        )
+        == 0
+    )
+    assert "cell_f1_virtual" in capsys.readouterr().out
+    assert json.loads((tmp_path / "r.json").read_text())["m"]["images"] == 1

@@ -111,6 +111,87 @@ def cmd_synth_dataset(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    """Train a registered model from scratch on a paired dataset (BCI / MIST / folder layout)."""
+    from vstain.io.datasets import open_paired_dataset
+    from vstain.models import create
+    from vstain.train.trainer import train
+
+    data = open_paired_dataset(
+        args.data, split="train", crop=args.crop, augment=True, seed=args.seed
+    )
+    val = open_paired_dataset(args.data, split="test", crop=args.crop, seed=args.seed)
+    model = create(
+        args.model,
+        args.config,
+        markers=args.marker,
+        pixel_size=args.pixel_size,
+        tile_size=args.tile,
+        training_data=f"{args.data} ({len(data)} train pairs)",
+        notes=args.notes,
+    )
+    if args.out.exists() and not (args.resume or args.overwrite):
+        raise VstainError(f"{args.out} exists. Use --resume to continue it or --overwrite.")
+
+    class Bar:
+        def __init__(self):
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=args.steps, unit="step", disable=None)
+
+        def on_step(self, step, losses, seconds):
+            self.bar.n = step
+            self.bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=True)
+
+        def on_validation(self, step, metrics):
+            self.bar.write(f"step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+
+    bar = Bar()
+    result = train(
+        model,
+        data,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        val_data=val,
+        val_every=args.val_every,
+        checkpoint_path=args.out,
+        checkpoint_every=args.val_every,
+        resume=args.resume,
+        device=args.device,
+        seed=args.seed,
+        callbacks=[bar],
+    )
+    bar.bar.close()
+    print(f"{args.out}: {result.steps} steps; validation {result.validation[-1:] or 'none'}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    """Score checkpoints on the test split of a paired dataset; print a table, write JSON."""
+    import json
+
+    from vstain.io.datasets import open_paired_dataset
+    from vstain.metrics.evaluate import evaluate, format_table
+    from vstain.stain import load_model
+
+    data = open_paired_dataset(args.data, split=args.split)
+    truth = args.data / "truth" / args.split
+    results = {}
+    for name in args.model:
+        model = load_model(name, args.device)
+        results[Path(name).stem] = evaluate(
+            model,
+            data,
+            device=args.device,
+            truth_dir=truth if truth.is_dir() else None,
+            limit=args.limit,
+        )
+    print(format_table(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    return 0
+
+
 def cmd_demo(args) -> int:
     """Open napari on the demo slide pair (generated on first use) and stain the view."""
     try:
@@ -222,6 +303,39 @@ def build_parser() -> argparse.ArgumentParser:
     dataset.add_argument("--out", type=Path, required=True)
     dataset.add_argument("--overwrite", action="store_true")
     dataset.set_defaults(run=cmd_synth_dataset)
+
+    tr = sub.add_parser(
+        "train", help="train a model on paired tiles", description=cmd_train.__doc__
+    )
+    tr.add_argument("--model", required=True, help="registry name, e.g. pix2pix")
+    tr.add_argument("--config", default="small", help="small or paper")
+    tr.add_argument("--data", type=Path, required=True, help="BCI / MIST / folder-of-pairs root")
+    tr.add_argument("--out", type=Path, required=True, help="checkpoint .safetensors")
+    tr.add_argument("--steps", type=int, default=2000)
+    tr.add_argument("--batch-size", type=int, default=4)
+    tr.add_argument("--crop", type=int, default=128)
+    tr.add_argument("--tile", type=int, default=512, help="tile size written into the card")
+    tr.add_argument("--marker", action="append", default=[], help="marker(s) for the card")
+    tr.add_argument("--pixel-size", type=float, help="um/px of the training data, for the card")
+    tr.add_argument("--notes", default="", help="free text for the card")
+    tr.add_argument("--val-every", type=int, default=250)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--device", default="auto")
+    g = tr.add_mutually_exclusive_group()
+    g.add_argument("--resume", action="store_true")
+    g.add_argument("--overwrite", action="store_true")
+    tr.set_defaults(run=cmd_train)
+
+    ev = sub.add_parser(
+        "evaluate", help="score models on paired tiles", description=cmd_evaluate.__doc__
+    )
+    ev.add_argument("--model", action="append", required=True, help="checkpoint or shipped name")
+    ev.add_argument("--data", type=Path, required=True)
+    ev.add_argument("--split", default="test")
+    ev.add_argument("--limit", type=int, help="at most this many pairs")
+    ev.add_argument("--json", type=Path, help="write the results here")
+    ev.add_argument("--device", default="auto")
+    ev.set_defaults(run=cmd_evaluate)
 
     demo = sub.add_parser(
         "demo", help="open napari on the demo slides", description=cmd_demo.__doc__

@@ -69,3 +69,42 @@ def test_object_matching_counts_hits_misses_and_false_alarms():
 def test_mismatched_images_are_a_clear_error(ihc):
     with pytest.raises(VstainError, match="Crop or register"):
         psnr(ihc, ihc[:100])
+
+
+def test_cell_calls_and_scores():
+    from vstain.metrics.cells import cell_calls, score_calls
+
+    nuclei = np.zeros((30, 30), np.int32)
+    nuclei[5:9, 5:9] = 7
+    nuclei[20:24, 20:24] = 9
+    dab = np.zeros((30, 30), np.float32)
+    dab[2:12, 2:12] = 0.5  # cell 7 sits in brown; cell 9 does not
+    called = cell_calls(dab, nuclei, np.array([7, 9, 11]))
+    assert called.tolist() == [True, False, False]  # 11 is not in the tile
+    det = score_calls(called, np.array([True, True, False]))
+    assert (det.true_positives, det.false_positives, det.false_negatives) == (1, 0, 1)
+
+
+def test_evaluate_with_a_perfect_model_and_truth(tmp_path):
+    import torch
+
+    from vstain.metrics.evaluate import evaluate, format_table
+    from vstain.synth import synth_dataset
+
+    synth_dataset(tmp_path / "ds", 3, tile=128, slides=2, slide_size=1024, test_fraction=0.34)
+    from vstain.io.datasets import open_paired_dataset
+
+    data = open_paired_dataset(tmp_path / "ds", split="test")
+
+    class Oracle(torch.nn.Module):
+        """Returns the real IHC of the item it is asked about."""
+
+        def predict(self, he):
+            match = [i for i in range(len(data)) if torch.equal(data[i]["he"], he[0].cpu())]
+            return type("P", (), {"ihc": data[match[0]]["ihc"][None]})()
+
+    result = evaluate(Oracle(), data, device="cpu", truth_dir=tmp_path / "ds" / "truth" / "test")
+    assert result["psnr"] == 100.0 and result["ssim"] == pytest.approx(1.0)
+    assert result["cells"] > 0
+    np.testing.assert_equal(result["cell_f1_virtual"], result["cell_f1_real"])
+    assert "psnr" in format_table({"oracle": result})

@@ -63,3 +63,30 @@ def match_objects(
     n_pred = len(np.unique(pred[pred > 0]))
     n_ref = len(np.unique(ref[ref > 0]))
     return Detection(tp, n_pred - tp, n_ref - tp)
+
+
+def cell_calls(
+    dab: np.ndarray,
+    nuclei: np.ndarray,
+    cell_ids: np.ndarray,
+    *,
+    threshold: float = 0.2,
+    grow: int = 3,
+) -> np.ndarray:
+    """Per cell of ``cell_ids``: is the mean DAB OD around its nucleus (grown by ``grow`` px, so
+    membrane and cytoplasm count) at least ``threshold`` (QuPath's 1+)? Cells absent -> False."""
+    grown = ndimage.grey_dilation(nuclei, size=2 * grow + 1) if grow else nuclei
+    region = np.where(nuclei > 0, nuclei, grown)
+    ids = np.asarray(cell_ids)
+    sums = ndimage.sum_labels(dab, region, ids)
+    counts = ndimage.sum_labels(np.ones_like(dab), region, ids)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), 0) >= threshold
+
+
+def score_calls(called: np.ndarray, truth: np.ndarray) -> Detection:
+    """Detection counts of per-cell positive calls against per-cell truth."""
+    called, truth = np.asarray(called, bool), np.asarray(truth, bool)
+    return Detection(
+        int((called & truth).sum()), int((called & ~truth).sum()), int((~called & truth).sum())
+    )

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 
 def visible_region(viewer, layer) -> tuple[int, int, int, int]:
     """The part of ``layer``'s level 0 visible in the canvas, as (x, y, w, h) in pixels."""
-    (top, left), (bottom, right) = layer._data_view_extent_in_canvas()
-    h, w = layer.level_shapes[0][:2] if layer.multiscale else layer.data.shape[:2]
-    x0, y0 = max(int(left), 0), max(int(top), 0)
-    x1, y1 = min(int(right) + 1, w), min(int(bottom) + 1, h)
+    h, w = viewer.window._qt_viewer.canvas.size
+    cy, cx = viewer.camera.center[-2:]
+    zoom = viewer.camera.zoom
+    y0, x0 = layer.world_to_data((cy - h / (2 * zoom), cx - w / (2 * zoom)))
+    y1, x1 = layer.world_to_data((cy + h / (2 * zoom), cx + w / (2 * zoom)))
+    height, width = layer.level_shapes[0][:2] if layer.multiscale else layer.data.shape[:2]
+    x0, y0 = max(int(x0), 0), max(int(y0), 0)
+    x1, y1 = min(int(np.ceil(x1)), width), min(int(np.ceil(y1)), height)
     return x0, y0, max(x1 - x0, 1), max(y1 - y0, 1)
 
 

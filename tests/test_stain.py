@@ -90,3 +90,17 @@ def test_checkpoint_of_wrong_kind_is_refused(slide_path, tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert "fake.safetensors" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("name", sorted(__import__("vstain.weights").weights.shipped_checkpoints()))
+def test_shipped_checkpoints_load_and_say_they_are_demo_weights(name, slide_path, tmp_path):
+    from vstain.models import read_card
+    from vstain.weights import resolve_checkpoint
+
+    path = resolve_checkpoint(name)
+    card = read_card(path)
+    assert card.architecture == name and card.steps > 0
+    assert "simulated tissue" in card.notes
+    assert card.metrics["heldout_sim_ck818"]["images"] > 0
+    result = stain_slide(slide_path, name, tmp_path / "o.zarr", region=(0, 0, 200, 200))
+    assert result.computed == 1

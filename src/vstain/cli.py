@@ -183,7 +183,7 @@ def cmd_evaluate(args) -> int:
             model,
             data,
             device=args.device,
-            truth_dir=truth if truth.is_dir() else None,
+            truth=truth if truth.is_dir() else None,
             limit=args.limit,
         )
     print(format_table(results))

@@ -1,56 +1,149 @@
-import dask.array as da
+import functools
+
 import numpy as np
 import pytest
+import torch
 
-from vstain.errors import RegionError
-from vstain.io.slide import Slide
-from vstain.train.regions import Region, RegionCrops, split_regions
+from tests.io.builders import write_ome_tiff_subifds
+from vstain.errors import RegionError, SlideError
+from vstain.io import open_slide
+from vstain.train.regions import (
+    PairedRegions,
+    Region,
+    RegionCrops,
+    RegionGrid,
+    region_datasets,
+    split_regions,
+)
+
+SIZE = 256
+CROP = 16
+
+
+def coordinates_image(invert: bool = False) -> np.ndarray:
+    """R = x, G = y, so every crop tells where it came from; the IHC is the inverse image."""
+    y, x = np.mgrid[0:SIZE, 0:SIZE]
+    image = np.stack([x, y, np.full_like(x, 128)], axis=-1).astype(np.uint8)
+    return 255 - image if invert else image
 
 
 @pytest.fixture
-def pair(tmp_path):
-    rng = np.random.default_rng(0)
-    he = rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)
-    ihc = 255 - he
-    return (
-        Slide(tmp_path / "he.tif", [da.from_array(he, chunks=64)], 0.5),
-        Slide(tmp_path / "ihc.tif", [da.from_array(ihc, chunks=64)], 0.5),
-        he,
+def slides(tmp_path):
+    paths = []
+    for name, invert in (("he", False), ("ihc", True)):
+        level0 = coordinates_image(invert)
+        write_ome_tiff_subifds(tmp_path / f"{name}.ome.tif", [level0, level0[::2, ::2]], 0.5)
+        paths.append(open_slide(tmp_path / f"{name}.ome.tif"))
+    return paths
+
+
+def corner(item) -> tuple[int, int]:
+    he = (item["he"] * 255).round().to(torch.uint8).numpy()
+    return int(he[0, 0, 0]), int(he[1, 0, 0])
+
+
+RECTS = [Region(10, 20, 40, 30), Region(100, 120, 64, 100), Region(200, 10, 40, 40, True)]
+
+
+def test_crops_lie_inside_the_training_rectangles_and_pairs_align(slides):
+    he, ihc = slides
+    train, val = region_datasets(he, ihc, RECTS, CROP, seed=3)
+    assert len(train) == (2 * 1) + (4 * 6)  # non-overlapping crops that fit
+    used = set()
+    for epoch in range(3):
+        train.set_epoch(epoch)
+        for i in range(len(train)):
+            item = train[i]
+            assert item["he"].shape == item["ihc"].shape == (3, CROP, CROP)
+            assert torch.allclose(item["ihc"], 1 - item["he"])  # the IHC of the same place
+            x, y = corner(item)
+            inside = [
+                r.x <= x and x + CROP <= r.x + r.w and r.y <= y and y + CROP <= r.y + r.h
+                for r in RECTS[:2]
+            ]
+            assert any(inside), (x, y)
+            used.add(inside.index(True))
+    assert used == {0, 1}
+    assert val is not None and all(
+        200 <= corner(it)[0] <= 240 - CROP and 10 <= corner(it)[1] <= 50 - CROP for it in val
     )
 
 
-def test_crops_lie_inside_regions_and_pair_up(pair):
-    he_slide, ihc_slide, he = pair
-    regions = [Region(10, 20, 80, 70), Region(200, 100, 150, 150)]
-    crops = RegionCrops(he_slide, ihc_slide, regions, 32, length=200, seed=1)
+def test_crops_are_deterministic_from_seed_epoch_and_index(slides):
+    he, ihc = slides
+    source = PairedRegions(he, ihc, RECTS[:2], CROP)
+    a, b = RegionCrops(source, seed=1), RegionCrops(source, seed=1)
+    assert [a.corner(i) for i in range(10)] == [b.corner(i) for i in range(10)]
+    b.set_epoch(1)
+    assert [a.corner(i) for i in range(10)] != [b.corner(i) for i in range(10)]
+    assert [a.corner(i) for i in range(10)] != [
+        RegionCrops(source, seed=2).corner(i) for i in range(10)
+    ]
+    assert len(RegionCrops(source, length=5)) == 5
+
+
+def test_validation_grid_is_fixed_and_covers_each_region(slides):
+    he, ihc = slides
+    grid = RegionGrid(PairedRegions(he, ihc, [Region(30, 40, 40, 20)], CROP))
+    corners = [corner(item) for item in grid]
+    assert corners == [corner(item) for item in grid]  # fixed
+    assert len(corners) == 3 * 2  # ceil(40 / 16) x ceil(20 / 16), last ones shifted inward
+    covered = np.zeros((SIZE, SIZE), bool)
+    for x, y in corners:
+        assert 30 <= x <= 70 - CROP and 40 <= y <= 60 - CROP
+        covered[y : y + CROP, x : x + CROP] = True
+    assert covered[40:60, 30:70].all() and covered.sum() == 40 * 20
+
+
+def test_split_by_flags_or_by_fraction():
+    flagged = split_regions(RECTS, val_fraction=0.5)
+    assert flagged == (RECTS[:2], RECTS[2:])  # flags decide, the fraction is not used
+    plain = [Region(i * 10, 0, 5, 5) for i in range(10)]
+    train, val = split_regions(plain, val_fraction=0.3, seed=0)
+    assert len(val) == 3 and len(train) == 7 and not set(train) & set(val)
+    assert split_regions(plain, val_fraction=0.3, seed=0) == (train, val)
+    assert split_regions(plain[:2], val_fraction=0.1)[1] != []  # at least one when asked
+    assert split_regions(plain) == (plain, [])
+    with pytest.raises(RegionError, match="remain for training"):
+        split_regions([Region(0, 0, 5, 5, True)])
+
+
+def test_crops_at_a_coarser_level_stay_inside(slides):
+    he, ihc = slides
+    source = PairedRegions(he, ihc, [Region(11, 21, 80, 60)], CROP, level=1)
+    assert source.boxes == [(6, 11, 45, 40)]  # level-1 pixels wholly inside the rectangle
+    crops = RegionCrops(source, seed=0, length=20)
     for i in range(len(crops)):
-        x, y = crops.origin(i)
-        assert any(
-            r.x <= x and x + 32 <= r.x + r.w and r.y <= y and y + 32 <= r.y + r.h for r in regions
-        )
-    item = crops[5]
-    x, y = crops.origin(5)
-    np.testing.assert_allclose(
-        item["he"].numpy(), he[y : y + 32, x : x + 32].transpose(2, 0, 1) / 255
-    )
-    np.testing.assert_allclose(item["ihc"].numpy(), 1 - item["he"].numpy(), atol=1e-6)
-    assert crops.origin(5) == RegionCrops(he_slide, ihc_slide, regions, 32, seed=1).origin(5)
+        x, y = corner(crops[i])  # level-1 images hold level-0 coordinates (even numbers)
+        assert x >= 11 and x + 2 * CROP <= 91 and y >= 21 and y + 2 * CROP <= 81
 
 
-def test_split_and_fixed_validation_grid(pair):
-    he_slide, ihc_slide, _ = pair
-    train, val = split_regions([Region(0, 0, 100, 100), Region(200, 0, 64, 96, validation=True)])
-    assert len(train) == 1 and val[0].validation
-    grid = RegionCrops(he_slide, ihc_slide, val, 32, fixed=True)
-    assert len(grid) == 2 * 3
-    assert [grid.origin(i) for i in range(2)] == [(200, 0), (232, 0)]
-    with pytest.raises(RegionError, match="at least one region for training"):
-        split_regions([Region(0, 0, 50, 50, validation=True)])
+def test_bad_regions_and_slides_are_clear_errors(slides, tmp_path):
+    he, ihc = slides
+    with pytest.raises(RegionError, match="smaller than the crop of 16 px"):
+        PairedRegions(he, ihc, [Region(0, 0, 15, 40)], CROP)
+    with pytest.raises(RegionError, match=r"not inside he\.ome\.tif"):
+        PairedRegions(he, ihc, [Region(250, 0, 20, 20)], CROP)
+    with pytest.raises(RegionError, match="at least one rectangle"):
+        PairedRegions(he, ihc, [], CROP)
+    small = coordinates_image()[:128]
+    write_ome_tiff_subifds(tmp_path / "small.ome.tif", [small], 0.5)
+    with pytest.raises(SlideError, match="register it first"):
+        PairedRegions(he, open_slide(tmp_path / "small.ome.tif"), RECTS, CROP)
 
 
-def test_bad_regions_are_clear_errors(pair):
-    he_slide, ihc_slide, _ = pair
-    with pytest.raises(RegionError, match="smaller than the 64 px crop"):
-        RegionCrops(he_slide, ihc_slide, [Region(0, 0, 50, 50)], 64)
-    with pytest.raises(RegionError, match="outside the slide"):
-        RegionCrops(he_slide, ihc_slide, [Region(380, 0, 50, 50)], 32)
+def test_any_reader_can_give_the_ihc(slides):
+    he, ihc = slides
+    calls = []
+
+    def shifted(slide, x, y, w, h, level):
+        calls.append((x, y, w, h, level))
+        return slide.read_region(x + 1, y, w, h, level)
+
+    source = PairedRegions(he, functools.partial(shifted, ihc), [Region(0, 0, 32, 32)], CROP)
+    item = source.item(4, 5)
+    assert calls == [(4, 5, CROP, CROP, 0)]
+    assert torch.allclose(item["ihc"][:, :, :-1], 1 - item["he"][:, :, 1:])
+    bad = PairedRegions(he, lambda *args: np.zeros((3, 3, 3), np.uint8), RECTS[:1], CROP)
+    with pytest.raises(SlideError, match=r"\(h, w, 3\) uint8"):
+        bad.item(10, 20)

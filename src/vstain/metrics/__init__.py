@@ -1,18 +1,16 @@
 """Scores of a virtual IHC against a reference: pixels, DAB, positive cells, differences.
 
-FID, KID and LPIPS need network weights that cannot be downloaded here; `unavailable` reports
-them as such instead of inventing a number.
+``evaluate`` scores a model over a paired dataset and ``format_table`` prints several models'
+results. FID, KID and LPIPS are computed only when their packages and weights are present here
+(see `vstain.metrics.learned`); otherwise they are reported as unavailable, with the reason.
 """
 
-from vstain.metrics.cells import Detection, match_objects
-from vstain.metrics.difference import colour_difference, dab_difference, positivity_error
+from vstain.metrics.cells import Detection, match_objects, positive_cells
+from vstain.metrics.difference import colour_difference, dab_difference
+from vstain.metrics.evaluate import evaluate, format_table
 from vstain.metrics.image import PSNR_CAP, dab_correlation, psnr, ssim
-
-
-def unavailable(name: str, reason: str) -> dict:
-    """The report of a metric that cannot be computed here, with the reason."""
-    return {"metric": name, "available": False, "reason": reason}
-
+from vstain.metrics.learned import frechet_distance, kernel_inception_distance, unavailable
+from vstain.metrics.positivity import positivity_error
 
 __all__ = [
     "PSNR_CAP",
@@ -20,7 +18,12 @@ __all__ = [
     "colour_difference",
     "dab_correlation",
     "dab_difference",
+    "evaluate",
+    "format_table",
+    "frechet_distance",
+    "kernel_inception_distance",
     "match_objects",
+    "positive_cells",
     "positivity_error",
     "psnr",
     "ssim",

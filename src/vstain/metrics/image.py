@@ -6,7 +6,7 @@ import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from vstain.color import dab_od
-from vstain.errors import VstainError
+from vstain.errors import StainError
 
 #: PSNR of identical images is infinite; it is reported as this cap (dB) so means stay finite.
 PSNR_CAP = 100.0
@@ -16,12 +16,12 @@ def rgb_pair(virtual: np.ndarray, real: np.ndarray) -> tuple[np.ndarray, np.ndar
     """Both images as arrays, or a VstainError when they are not uint8 RGB of one shape."""
     virtual, real = np.asarray(virtual), np.asarray(real)
     if virtual.shape != real.shape or virtual.ndim != 3 or virtual.shape[-1] != 3:
-        raise VstainError(
+        raise StainError(
             f"Images to compare must be RGB of one shape (H, W, 3); got "
             f"{virtual.shape} and {real.shape}. Crop or register them first."
         )
     if virtual.dtype != np.uint8 or real.dtype != np.uint8:
-        raise VstainError("Images to compare must be uint8 RGB (0-255).")
+        raise StainError("Images to compare must be uint8 RGB (0-255).")
     return virtual, real
 
 
@@ -53,6 +53,6 @@ def dab_correlation(virtual: np.ndarray, real: np.ndarray) -> float:
     """Pearson correlation of the DAB optical density maps (NaN when either is constant)."""
     virtual, real = rgb_pair(virtual, real)
     a, b = dab_od(virtual).ravel(), dab_od(real).ravel()
-    if a.std() == 0 or b.std() == 0:
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
     return float(np.corrcoef(a, b)[0, 1])

@@ -1,0 +1,210 @@
+"""Responsiveness of the Virtual stain widget in a real napari viewer.
+
+While "Stain view" fills a 1600 x 1000 canvas at the model's resolution (the demo slide and the
+first shipped model, already loaded), a 10 ms QTimer heartbeat on the main thread records every
+gap between its ticks: a gap of g ms means the main thread was busy for about g - 10 ms. Printed
+per run: p50 / p99 / max gap, time from the click to the first virtual tile drawn on the canvas
+(a frame swapped after the first layer refresh) and time to fill the canvas; per variant a first
+view (new store: the layer is added) and a next view elsewhere (the layer exists, as when Auto
+re-stains). Variants: napari's defaults; ``settings.experimental.async_`` on; no layer updates at
+all (only the staining threads compete with the main thread); torch limited to one thread. Last,
+how long Cancel takes to stop a whole-slide run.
+
+python bench/bench_napari.py          # re-runs itself under xvfb-run when there is no display
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+CANVAS = (1000, 1600)  # (height, width) px
+HEARTBEAT_MS = 10
+SCREEN = "-screen 0 2560x1600x24"
+VARIANTS = ("default", "async_slicing", "no_layer_updates", "torch_1_thread")
+
+
+def process_for(app, seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        app.processEvents()
+        time.sleep(0.001)
+
+
+def fit_canvas(viewer, app) -> None:
+    """Resize the window until the canvas is CANVAS px."""
+    window = viewer.window._qt_window
+    for _ in range(5):
+        process_for(app, 0.3)
+        dh, dw = np.subtract(CANVAS, viewer.canvas.size)
+        if dh == dw == 0:
+            return
+        window.resize(window.width() + int(dw), window.height() + int(dh))
+    raise RuntimeError(f"canvas is {viewer.canvas.size}, wanted {CANVAS}; enlarge the screen")
+
+
+class Heartbeat:
+    """Timestamps of a precise 10 ms QTimer on the main thread."""
+
+    def __init__(self):
+        from qtpy.QtCore import Qt, QTimer
+
+        self.ticks: list[float] = []
+        self.timer = QTimer()
+        self.timer.setTimerType(Qt.TimerType.PreciseTimer)
+        self.timer.setInterval(HEARTBEAT_MS)
+        self.timer.timeout.connect(lambda: self.ticks.append(time.perf_counter()))
+
+    def gaps_ms(self, start: float, end: float) -> np.ndarray:
+        t = np.array([x for x in self.ticks if start <= x <= end])
+        return np.diff(t) * 1000
+
+
+def gap_stats(gaps: np.ndarray) -> dict:
+    return {
+        "ticks": len(gaps),
+        "p50_ms": round(float(np.percentile(gaps, 50)), 1),
+        "p99_ms": round(float(np.percentile(gaps, 99)), 1),
+        "max_ms": round(float(gaps.max()), 1),
+    }
+
+
+def stain_view_run(viewer, widget, app, heartbeat, out_dir: Path) -> dict:
+    """Click "Stain view" into an empty store; time the first tile on the canvas and the fill."""
+    from vstain.napari import store_layers
+
+    frames: list[float] = []
+    refreshes: list[float] = []
+    gl_widget = viewer.window._qt_viewer.canvas.native  # a QOpenGLWidget
+
+    def frame_shown():
+        frames.append(time.perf_counter())
+
+    gl_widget.frameSwapped.connect(frame_shown)
+    original = store_layers.refresh
+
+    def timed_refresh(layers, *, final=False):
+        original(layers, final=final)
+        refreshes.append(time.perf_counter())
+
+    store_layers.refresh = timed_refresh
+    widget.folder_edit.setText(str(out_dir))
+    try:
+        click = time.perf_counter()
+        widget.stain_view()
+        while widget.busy:
+            app.processEvents()
+            time.sleep(0.001)
+        filled = time.perf_counter()
+        process_for(app, 0.3)  # the last refresh reaches the screen
+    finally:
+        store_layers.refresh = original
+        gl_widget.frameSwapped.disconnect(frame_shown)
+    first = next((t - click for t in frames if refreshes and t > refreshes[0]), None)
+    return {
+        "status": widget.status_label.text(),
+        "first_tile_on_screen_s": None if first is None else round(first, 2),
+        "canvas_filled_s": round(filled - click, 2),
+        "refreshes": len(refreshes),
+        **gap_stats(heartbeat.gaps_ms(click, filled)),
+    }
+
+
+@contextlib.contextmanager
+def variant(name: str, widget):
+    """napari / torch set-up of one measured run, restored afterwards."""
+    import torch
+    from napari.settings import get_settings
+
+    experimental, threads = get_settings().experimental, torch.get_num_threads()
+    user_async = experimental.async_
+    try:
+        if name == "async_slicing":
+            experimental.async_ = True
+        elif name == "torch_1_thread":
+            torch.set_num_threads(1)
+        elif name == "no_layer_updates":  # only the staining threads compete with the main one
+            widget._refresh_layers = lambda job, final=False: None
+        yield
+    finally:
+        experimental.async_ = user_async
+        torch.set_num_threads(threads)
+        widget.__dict__.pop("_refresh_layers", None)
+
+
+def cancel_latency(widget, app, out_dir: Path) -> float:
+    """Seconds from Cancel to the end of a whole-slide run that has done a few tiles."""
+    widget.folder_edit.setText(str(out_dir))
+    widget.stain_whole_slide()
+    job = widget._job
+    while job.progress is None or job.progress.done < 3:
+        app.processEvents()
+        time.sleep(0.005)
+    start = time.perf_counter()
+    widget.cancel()
+    job.wait()
+    latency = time.perf_counter() - start
+    while widget.busy:
+        app.processEvents()
+    return round(latency, 2)
+
+
+def main() -> None:
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from vstain.demo_data import demo_pair
+    from vstain.io import open_slide
+    from vstain.napari.layers import slide_layer_data
+    from vstain.napari.stain_widget import VirtualStainWidget
+
+    he_path, _ = demo_pair()
+    viewer = napari.Viewer(title="bench")
+    app = QApplication.instance()
+    data, kwargs, _ = slide_layer_data(open_slide(he_path), "H&E")
+    he = viewer.add_image(data, **kwargs)
+    widget = VirtualStainWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Virtual stain")
+    fit_canvas(viewer, app)
+    heartbeat = Heartbeat()
+    heartbeat.timer.start()
+    out = {"canvas": list(viewer.canvas.size), "model": widget.model_name}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        widget.folder_edit.setText(str(tmp / "warm"))
+        viewer.scene.camera.center = (0, 100, 100)  # warm up: model loaded, slide opened
+        viewer.scene.camera.zoom = 1 / he.scale[-1]  # one screen px per slide px (0.5 µm)
+        widget.stain_view()
+        while widget.busy:
+            app.processEvents()
+        process_for(app, 1.0)
+        idle = time.perf_counter()
+        process_for(app, 2.0)
+        out["idle"] = gap_stats(heartbeat.gaps_ms(idle, time.perf_counter()))
+        height, width = he.level_shapes[0][:2] * he.scale
+        for name in VARIANTS:
+            with variant(name, widget):
+                out[name] = {}
+                for step, (y, x) in (("first_view", (0.3, 0.3)), ("next_view", (0.7, 0.7))):
+                    viewer.scene.camera.center = (0, height * y, width * x)
+                    process_for(app, 0.5)
+                    out[name][step] = stain_view_run(viewer, widget, app, heartbeat, tmp / name)
+            for layer in [layer for layer in viewer.layers if "vstain_store" in layer.metadata]:
+                viewer.layers.remove(layer)
+                process_for(app, 0.3)  # napari 0.9.2 + Mesa segfault: two removals, no redraw
+        out["cancel_latency_s"] = cancel_latency(widget, app, tmp / "cancel")
+    viewer.close()
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    if not os.environ.get("DISPLAY"):
+        os.execvp("xvfb-run", ["xvfb-run", "-a", "-s", SCREEN, sys.executable, *sys.argv])
+    main()

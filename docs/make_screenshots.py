@@ -1,0 +1,108 @@
+"""Screenshots of the napari plugin for docs/napari.md, taken from the real plugin under Xvfb.
+
+docs/images/napari_he.png              the demo H&E slide opened with the vstain reader
+docs/images/napari_overlay.png         the Virtual stain widget; a drawn rectangle stained, the
+                                       virtual IHC over the H&E, unstained tiles transparent
+docs/images/napari_side_by_side.png    H&E | real IHC (adjacent section) | virtual IHC, one camera
+
+python docs/make_screenshots.py [FOLDER]   # re-runs itself under xvfb-run when there is no display
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+WINDOW = (1500, 950)
+SCREEN = "-screen 0 1920x1200x24"
+#: The view: centre (y, x) as a fraction of the slide, and screen px per slide px.
+CENTRE, ZOOM = (0.45, 0.4), 0.6
+#: The stained rectangle, (y, x) corners as fractions of the view's half extent around its centre.
+RECTANGLE = ((-0.5, -0.6), (0.5, 0.3))
+
+
+def settle(app, seconds: float = 0.5) -> None:
+    import time
+
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        app.processEvents()
+        time.sleep(0.005)
+
+
+def main(folder: Path) -> None:
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from vstain.demo_data import demo_pair
+    from vstain.io import open_slide
+    from vstain.napari.demo import wait_until_idle
+    from vstain.napari.layers import slide_layer_data
+    from vstain.napari.sample_data import HE_NAME, IHC_NAME
+    from vstain.napari.stain_widget import VirtualStainWidget
+
+    folder.mkdir(parents=True, exist_ok=True)
+    he_path, ihc_path = demo_pair()
+    viewer = napari.Viewer(title="vstain")
+    viewer.window.resize(*WINDOW)
+    app = QApplication.instance()
+    layers = {}
+    for path, name in ((he_path, HE_NAME), (ihc_path, IHC_NAME)):
+        data, kwargs, _ = slide_layer_data(open_slide(path), name)
+        layers[name] = viewer.add_image(data, **kwargs)
+    he = layers[HE_NAME]
+    layers[IHC_NAME].visible = False
+    widget = VirtualStainWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Virtual stain")
+    settle(app)
+
+    height, width = np.asarray(he.level_shapes[0][:2]) * he.scale
+    camera = viewer.scene.camera
+    camera.center = (height * CENTRE[0], width * CENTRE[1])
+    camera.zoom = ZOOM / he.scale[-1]
+    settle(app)
+    viewer.screenshot(str(folder / "napari_he.png"), canvas_only=True)
+
+    half = np.asarray(viewer.canvas.size) / (2 * camera.zoom)
+    centre = np.asarray(camera.center[-2:])
+    (y0, x0), (y1, x1) = (centre + half * np.asarray(c) for c in RECTANGLE)
+    shapes = viewer.add_shapes(
+        [[[y0, x0], [y0, x1], [y1, x1], [y1, x0]]],
+        shape_type="rectangle",
+        name="selection",
+        edge_color="yellow",
+        edge_width=4 / camera.zoom,
+        face_color="transparent",
+        units="um",
+    )
+    viewer.layers.selection.active = he
+    with tempfile.TemporaryDirectory() as stores:
+        widget.folder_edit.setText(stores)
+        widget.stain_selection()
+        wait_until_idle(widget, timeout=600)
+        viewer.layers.move(viewer.layers.index(shapes), len(viewer.layers))  # outline on top
+        settle(app)
+        viewer.screenshot(str(folder / "napari_overlay.png"), canvas_only=False)
+
+        shapes.visible = False
+        layers[IHC_NAME].visible = True
+        widget.stain_view()
+        wait_until_idle(widget, timeout=600)
+        widget.side_button.click()
+        viewer.reset_view()
+        camera.zoom *= 3
+        widget.stain_view()
+        wait_until_idle(widget, timeout=600)
+        settle(app)
+        viewer.screenshot(str(folder / "napari_side_by_side.png"), canvas_only=False)
+    viewer.close()
+
+
+if __name__ == "__main__":
+    if not os.environ.get("DISPLAY"):
+        os.execvp("xvfb-run", ["xvfb-run", "-a", "-s", SCREEN, sys.executable, *sys.argv])
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "images")

@@ -1,0 +1,133 @@
+"""One staining job of the widget, run by `vstain.stain.stain_slide` on a background thread.
+
+Nothing here touches napari or Qt: the widget polls ``updates`` / ``progress`` / ``finished`` from
+the main thread and cancels through the job's `CancelToken`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from vstain.errors import ModelError
+from vstain.io import Slide
+from vstain.napari.model_choice import ModelCache
+from vstain.stain import choose_level, stain_slide
+from vstain.tiles import CancelToken, Progress, RunResult, Tile
+
+Region = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class StainRequest:
+    """What one click asks for.
+
+    ``parts`` are (region, toward) pairs stained one after the other: region (x, y, w, h) in
+    full-resolution pixels or None for the whole slide, toward the (x, y) to start from.
+    """
+
+    kind: str  # "view", "selection" or "slide"
+    slide: Slide
+    parts: tuple[tuple[Region | None, tuple[float, float] | None], ...]
+    checkpoint: Path
+    device: str
+    tile: int
+    batch_size: int
+    out_dir: Path
+
+
+def store_path(request: StainRequest, sha256: str) -> Path:
+    """The output store of a slide, checkpoint and tile size (every action of the widget on that
+    slide and model fills, and resumes, the same store)."""
+    model = f"{request.checkpoint.stem}-{sha256[:8]}"
+    return request.out_dir / f"{request.slide.path.name}.{model}-t{request.tile}.zarr"
+
+
+class StainJob:
+    """Runs a `StainRequest` on its own thread; read its state from any thread."""
+
+    def __init__(self, request: StainRequest, models: ModelCache):
+        self.request = request
+        self.models = models
+        self.cancel_token = CancelToken()
+        self.store: Path | None = None
+        self.downsample = 1.0
+        self.part = 0
+        self.progress: Progress | None = None
+        self.updates = 0
+        self._landed: deque[Tile] = deque()
+        self.results: list[RunResult] = []
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True, name="vstain-stain-job")
+
+    def start(self) -> StainJob:
+        self._thread.start()
+        return self
+
+    def cancel(self) -> None:
+        self.cancel_token.cancel()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the thread to end; True if it has."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def finished(self) -> bool:
+        return self._thread.ident is not None and not self._thread.is_alive()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel_token.cancelled
+
+    def take_landed(self) -> list[Tile]:
+        """Tiles written since the last call (their boxes are in pixels of the model's level)."""
+        tiles = []
+        while self._landed:
+            tiles.append(self._landed.popleft())
+        return tiles
+
+    def _on_progress(self, progress: Progress) -> None:
+        self._landed.append(progress.tile)
+        self.progress = progress
+        self.updates += 1
+
+    def _run(self) -> None:
+        try:
+            self._stain()
+        except BaseException as e:  # reported by the widget on the main thread
+            self.error = e
+
+    def _stain(self) -> None:
+        request = self.request
+        model, sha256 = self.models.get(request.checkpoint, request.device)
+        if request.tile % model.size_multiple:
+            raise ModelError(
+                f"Tile size {request.tile} does not suit {request.checkpoint.name}: "
+                f"{model.card.architecture} needs a multiple of {model.size_multiple}. "
+                "Change the tile size."
+            )
+        level = choose_level(request.slide, model.card.pixel_size)
+        self.downsample = request.slide.downsamples[level]
+        self.store = store_path(request, sha256)
+        for i, (region, toward) in enumerate(request.parts):
+            self.part = i
+            result = stain_slide(
+                request.slide,
+                model,
+                self.store,
+                device=request.device,
+                region=region,
+                level=level,
+                tile=request.tile,
+                batch_size=request.batch_size,
+                toward=toward,
+                resume=True,
+                progress=self._on_progress,
+                cancel=self.cancel_token,
+            )
+            self.results.append(result)
+            if result.cancelled:
+                return

@@ -1,0 +1,555 @@
+"""The "Virtual stain" dock widget: pick a model and an H&E layer, stain what you look at.
+
+The widget holds no science: it turns clicks into `StainRequest`s, runs one `StainJob` at a time
+on a background thread, and on the main thread (a QTimer polling the job) shows progress and
+refreshes the output layers as tiles land.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from napari.layers import Image, Shapes
+from napari.utils import notifications
+from qtpy.QtCore import QEvent, QObject, QTimer
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSizePolicy,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from vstain.errors import RegionError, SlideError, VstainError
+from vstain.io import Slide, open_slide
+from vstain.models import choose_device, read_card
+from vstain.models.device import available_devices
+from vstain.napari import store_layers
+from vstain.napari.job import StainJob, StainRequest
+from vstain.napari.model_choice import ModelCache, card_summary, card_warning, layer_prefix
+from vstain.napari.viewport import (
+    rectangle_regions,
+    region_centre,
+    tiles_in_view,
+    visible_region,
+    visible_world_box,
+)
+from vstain.weights import shipped_checkpoints
+
+LOAD_CHECKPOINT = "Load checkpoint..."
+#: Layers refresh at most this often while tiles land (a refresh of a 1600 x 1000 canvas costs
+#: the main thread about 100 ms here, slicing plus drawing; see docs/napari.md).
+REFRESH_MS = 200
+#: Auto re-stains this long after the camera stops moving.
+AUTO_DELAY_MS = 300
+#: Closing napari waits at most this long for the running tile batch to finish.
+CLOSE_WAIT_S = 30.0
+#: Tiles per model call: on a CPU one at a time is fastest per tile (and shows the first tile
+#: soonest); accelerators gain from batches.
+CPU_BATCH, ACCELERATOR_BATCH = 1, 4
+
+
+def notify_error(error: BaseException) -> None:
+    """Show an error as a napari notification (napari keeps running)."""
+    if isinstance(error, VstainError):
+        notifications.show_error(str(error))
+    elif isinstance(error, OSError):
+        notifications.show_error(
+            f"{error}. Check the output folder, its permissions and free space."
+        )
+    else:
+        notifications.notification_manager.receive_error(type(error), error, error.__traceback__)
+
+
+def default_batch(device: str) -> int:
+    """Default batch size for a device name (see CPU_BATCH)."""
+    return CPU_BATCH if choose_device(device).type == "cpu" else ACCELERATOR_BATCH
+
+
+def slide_path_of(layer) -> Path:
+    """The file an image layer was opened from (vstain reader metadata, else napari's source)."""
+    path = layer.metadata.get("path") or layer.source.path
+    if not path:
+        raise SlideError(
+            f"Layer {layer.name!r} was not opened from a file, so it cannot be stained tile by "
+            "tile. Save it as OME-TIFF (File > Save Selected Layers) and open that file."
+        )
+    return Path(path)
+
+
+def _wrapping_label(text: str = "") -> QLabel:
+    """A label that wraps its text to the panel's width instead of widening the panel."""
+    label = QLabel(text)
+    label.setWordWrap(True)
+    label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+    return label
+
+
+class VirtualStainWidget(QWidget):
+    """Model, device and layer pickers; Stain view / Auto / selection / whole slide; progress."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.models = ModelCache()
+        self._slides: dict[Path, Slide] = {}
+        self._checkpoints: dict[str, Path] = {}
+        self._model_index = -1
+        self._job: StainJob | None = None
+        self._job_layer = None
+        self._job_prefix = ""
+        self._job_started = 0.0
+        self._layers: list = []
+        self._seen_updates = 0
+        self._pending: tuple | None = None  # (request, slide layer, layer name prefix)
+        self._watching_close = False
+
+        self._build()
+        self._poll_timer = QTimer(self)
+        self._poll_timer.setInterval(REFRESH_MS)
+        self._poll_timer.timeout.connect(self._poll)
+        self._auto_timer = QTimer(self)
+        self._auto_timer.setSingleShot(True)
+        self._auto_timer.setInterval(AUTO_DELAY_MS)
+        self._auto_timer.timeout.connect(self._auto_stain)
+
+        for name, path in shipped_checkpoints().items():
+            self._add_model_item(name, path)
+        self.model_box.addItem(LOAD_CHECKPOINT)
+        self.model_box.currentIndexChanged.connect(self._on_model_changed)
+        self.model_box.activated.connect(self._on_model_activated)
+        self._on_model_changed(self.model_box.currentIndex())
+
+        layers = self.viewer.layers.events
+        for event in (layers.inserted, layers.removed, layers.moved):
+            event.connect(self._update_layer_boxes)
+        self._update_layer_boxes()
+        self.viewer.canvas.grid.events.enabled.connect(self._sync_side_by_side)
+
+    # ---- construction -------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        self.model_box = QComboBox()
+        self.card_label, self.warning_label = _wrapping_label(), _wrapping_label()
+        self.warning_label.setStyleSheet("color: #f0a030; font-weight: bold;")
+        self.device_box = QComboBox()
+        self._fill_devices()
+        self.layer_box = QComboBox()
+        self.shapes_box = QComboBox()
+        self.tile_box = QSpinBox()
+        self.tile_box.setRange(32, 8192)
+        self.tile_box.setSingleStep(64)
+        self.batch_box = QSpinBox()
+        self.batch_box.setRange(1, 256)
+        self.device_box.currentIndexChanged.connect(
+            lambda: self.batch_box.setValue(default_batch(self.device_box.currentData()))
+        )
+        self.folder_edit = QLineEdit()
+        self.folder_edit.setPlaceholderText("next to the slide")
+        folder_button = QPushButton("Choose...")
+        folder_button.clicked.connect(self._choose_folder)
+        folder = QHBoxLayout()
+        folder.addWidget(self.folder_edit)
+        folder.addWidget(folder_button)
+
+        form = QFormLayout()
+        form.addRow("Model", self.model_box)
+        form.addRow(self.card_label)
+        form.addRow(self.warning_label)
+        form.addRow("Device", self.device_box)
+        form.addRow("H&&E layer", self.layer_box)
+        form.addRow("Tile size", self.tile_box)
+        form.addRow("Batch size", self.batch_box)
+        form.addRow("Output folder", folder)
+
+        self.view_button = QPushButton("Stain view")
+        self.view_button.clicked.connect(self.stain_view)
+        self.auto_box = QCheckBox("Auto")
+        self.auto_box.setToolTip("Re-stain the view when panning or zooming stops")
+        self.auto_box.toggled.connect(self._on_auto_toggled)
+        self.selection_button = QPushButton("Stain selection")
+        self.selection_button.clicked.connect(self.stain_selection)
+        self.slide_button = QPushButton("Stain whole slide")
+        self.slide_button.clicked.connect(self.stain_whole_slide)
+        self.side_button = QPushButton("Show side by side")
+        self.side_button.setCheckable(True)
+        self.side_button.toggled.connect(self._set_side_by_side)
+        actions = QGridLayout()
+        actions.addWidget(self.view_button, 0, 0)
+        actions.addWidget(self.auto_box, 0, 1)
+        actions.addWidget(self.selection_button, 1, 0)
+        actions.addWidget(self.shapes_box, 1, 1)
+        actions.addWidget(self.slide_button, 2, 0)
+        actions.addWidget(self.side_button, 2, 1)
+
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setFormat("%v / %m tiles")
+        self.progress_bar.setValue(0)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        progress = QHBoxLayout()
+        progress.addWidget(self.progress_bar)
+        progress.addWidget(self.cancel_button)
+        self.status_label = _wrapping_label("Idle")
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(actions)
+        layout.addLayout(progress)
+        layout.addWidget(self.status_label)
+        layout.addStretch(1)
+
+    def _fill_devices(self) -> None:
+        """auto, then every device here; cuda / mps listed but disabled when unavailable."""
+        available = available_devices()
+        self.device_box.addItem("auto", "auto")
+        for device in available:
+            self.device_box.addItem(device, device)
+        for kind in ("cuda", "mps"):
+            if not any(d.startswith(kind) for d in available):
+                self.device_box.addItem(f"{kind} (not available)", kind)
+                item = self.device_box.model().item(self.device_box.count() - 1)
+                item.setEnabled(False)
+
+    # ---- model ----------------------------------------------------------------------------------
+
+    def _add_model_item(self, name: str, path: Path) -> int:
+        index = self.model_box.count() - (self.model_box.findText(LOAD_CHECKPOINT) >= 0)
+        self.model_box.insertItem(index, name, str(path))
+        self._checkpoints[name] = Path(path)
+        return index
+
+    def load_checkpoint(self, path: str | Path) -> bool:
+        """Add a checkpoint file to the model picker and select it; False (and a notification)
+        when it is not a vstain checkpoint."""
+        path = Path(path)
+        try:
+            read_card(path)
+        except VstainError as e:
+            notify_error(e)
+            return False
+        name = path.stem
+        if name in self._checkpoints and self._checkpoints[name] != path:
+            name = str(path)
+        index = self.model_box.findText(name)
+        if index < 0:
+            index = self._add_model_item(name, path)
+        self.model_box.setCurrentIndex(index)
+        return True
+
+    def _ask_checkpoint(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Load a vstain checkpoint", "", "vstain checkpoints (*.safetensors)"
+        )
+        if not (path and self.load_checkpoint(path)) and self._model_index >= 0:
+            self.model_box.setCurrentIndex(self._model_index)
+
+    def _on_model_activated(self, index: int) -> None:
+        if self.model_box.itemText(index) == LOAD_CHECKPOINT:
+            self._ask_checkpoint()
+
+    def _on_model_changed(self, index: int) -> None:
+        if self.model_box.itemText(index) == LOAD_CHECKPOINT:
+            if self._model_index < 0:
+                self._show_card(None)
+            return
+        self._model_index = index
+        self.models.clear()
+        try:
+            card = read_card(self.model_box.itemData(index))
+        except VstainError as e:
+            notify_error(e)
+            card = None
+        self._show_card(card)
+
+    def _show_card(self, card) -> None:
+        if card is None:
+            self.card_label.setText("No model: load a checkpoint (.safetensors).")
+            self.warning_label.setText("")
+            self._set_actions_enabled(False)
+            return
+        self.card_label.setText(card_summary(card))
+        self.warning_label.setText(card_warning(card) or "")
+        self.tile_box.setValue(card.tile_size)
+        self.batch_box.setValue(default_batch(self.device_box.currentData()))
+        self._set_actions_enabled(True)
+
+    def _set_actions_enabled(self, enabled: bool) -> None:
+        for button in (self.view_button, self.selection_button, self.slide_button):
+            button.setEnabled(enabled)
+        self.auto_box.setEnabled(enabled)
+
+    @property
+    def has_model(self) -> bool:
+        return self._model_index >= 0
+
+    @property
+    def busy(self) -> bool:
+        """True while a job runs or waits to run."""
+        return self._job is not None or self._pending is not None
+
+    @property
+    def model_name(self) -> str:
+        return self.model_box.itemText(self._model_index)
+
+    @property
+    def checkpoint(self) -> Path:
+        return Path(self.model_box.itemData(self._model_index))
+
+    # ---- layers ---------------------------------------------------------------------------------
+
+    def _update_layer_boxes(self, event=None) -> None:
+        slides = [
+            layer
+            for layer in self.viewer.layers
+            if isinstance(layer, Image) and layer.rgb and "vstain_store" not in layer.metadata
+        ]
+        shapes = [layer for layer in self.viewer.layers if isinstance(layer, Shapes)]
+        for box, layers in ((self.layer_box, slides), (self.shapes_box, shapes)):
+            current = box.currentData()
+            box.clear()
+            for layer in layers:
+                box.addItem(layer.name, layer)
+            if current is not None and current in layers:
+                box.setCurrentIndex(layers.index(current))
+
+    @property
+    def slide_layer(self):
+        layer = self.layer_box.currentData()
+        if layer is None or layer not in self.viewer.layers:
+            raise SlideError("No H&E layer: open a slide (File > Open) and pick it as H&E layer.")
+        return layer
+
+    def _slide(self, layer) -> Slide:
+        path = slide_path_of(layer)
+        if path not in self._slides:
+            self._slides[path] = open_slide(path)
+        return self._slides[path]
+
+    def _out_dir(self, slide: Slide) -> Path:
+        text = self.folder_edit.text().strip()
+        return Path(text).expanduser() if text else slide.path.parent
+
+    def _choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder for the virtual stain stores")
+        if folder:
+            self.folder_edit.setText(folder)
+
+    # ---- actions --------------------------------------------------------------------------------
+
+    def _submit(self, kind: str, parts) -> None:
+        """Start a job now, or after the running one (a running view job is stale: cancelled)."""
+        layer = self.slide_layer
+        slide = self._slide(layer)
+        request = StainRequest(
+            kind=kind,
+            slide=slide,
+            parts=tuple(parts),
+            checkpoint=self.checkpoint,
+            device=self.device_box.currentData(),
+            tile=self.tile_box.value(),
+            batch_size=self.batch_box.value(),
+            out_dir=self._out_dir(slide),
+        )
+        order = (request, layer, layer_prefix(self.checkpoint.stem, read_card(self.checkpoint)))
+        self._watch_close()
+        if self._job is None:
+            self._start(*order)
+            return
+        self._pending = order
+        if self._job.request.kind == "view" and kind == "view":
+            self._job.cancel()
+        else:
+            self.status_label.setText("Queued: starts when the running job ends.")
+
+    def _view_centre(self, layer) -> tuple[float, float]:
+        low, high = visible_world_box(self.viewer)
+        y, x = layer.world_to_data((low + high) / 2)
+        return float(x), float(y)
+
+    def stain_view(self) -> None:
+        """Stain the tiles in view, nearest the view centre first."""
+        try:
+            layer = self.slide_layer
+            region = visible_region(self.viewer, layer)
+            self._submit("view", [(region, self._view_centre(layer))])
+        except VstainError as e:
+            notify_error(e)
+
+    def stain_selection(self) -> None:
+        """Stain the rectangles of the chosen Shapes layer."""
+        try:
+            shapes = self.shapes_box.currentData()
+            if shapes is None or shapes not in self.viewer.layers:
+                raise RegionError("No Shapes layer: add one, draw rectangles, and pick it.")
+            regions, others = rectangle_regions(shapes, self.slide_layer)
+            if not regions:
+                raise RegionError(f"Layer {shapes.name!r} has no rectangles: draw some on it.")
+            if others:
+                notifications.show_warning(
+                    f"{others} shapes of {shapes.name!r} are not rectangles and were left out."
+                )
+            parts = [(region, region_centre(region)) for region in regions]
+            self._submit("selection", parts)
+        except VstainError as e:
+            notify_error(e)
+
+    def stain_whole_slide(self) -> None:
+        """Stain every tissue tile of the slide (starting at the view), resumably."""
+        try:
+            self._submit("slide", [(None, self._view_centre(self.slide_layer))])
+        except VstainError as e:
+            notify_error(e)
+
+    def cancel(self) -> None:
+        """Stop the running job at the next tile (what is done stays done) and drop queued work."""
+        self._pending = None
+        if self._job is not None:
+            self._job.cancel()
+            self.status_label.setText("Cancelling...")
+
+    def _start(self, request: StainRequest, layer, prefix: str) -> None:
+        self._job = StainJob(request, self.models).start()
+        self._job_layer = layer
+        self._job_prefix = prefix
+        self._job_started = time.perf_counter()
+        self._layers = []
+        self._seen_updates = 0
+        self.progress_bar.setMaximum(0)
+        self.cancel_button.setEnabled(True)
+        self.status_label.setText(f"Staining ({request.kind})...")
+        self._poll_timer.start()
+
+    # ---- main-thread polling ---------------------------------------------------------------------
+
+    def _poll(self) -> None:
+        job = self._job
+        if job is None:
+            return
+        finished = job.finished  # before reading progress, so the last tiles are shown
+        updates = job.updates
+        if updates != self._seen_updates:
+            self._seen_updates = updates
+            self._show_progress(job)
+            if not finished and self._in_view(job.take_landed(), job.downsample):
+                self._refresh_layers(job)
+        if finished:
+            self._finish(job)
+
+    def _in_view(self, tiles: list, downsample: float) -> bool:
+        """Whether any of ``tiles`` shows in the canvas: a refresh costs the main thread tens of
+        ms, so tiles landing off screen do not trigger one."""
+        try:
+            return tiles_in_view(tiles, visible_region(self.viewer, self._job_layer), downsample)
+        except RegionError:
+            return False
+
+    def _show_progress(self, job: StainJob) -> None:
+        p = job.progress
+        self.progress_bar.setMaximum(p.total)
+        self.progress_bar.setValue(p.done)
+        parts = len(job.request.parts)
+        where = f" (rectangle {job.part + 1} of {parts})" if parts > 1 else ""
+        self.status_label.setText(f"{p.tiles_per_second:.1f} tiles/s{where}")
+
+    def _refresh_layers(self, job: StainJob, final: bool = False) -> None:
+        if job.store is None or not job.store.exists() or self._job_layer not in self.viewer.layers:
+            return
+        if not self._layers or any(layer not in self.viewer.layers for layer in self._layers):
+            self._layers = store_layers.show_outputs(
+                self.viewer, job.store, self._job_layer, job.downsample, self._job_prefix
+            )
+        store_layers.refresh(self._layers, final=final)
+
+    def _finish(self, job: StainJob) -> None:
+        self._poll_timer.stop()
+        self._job = None
+        self.cancel_button.setEnabled(False)
+        if job.error is not None:
+            self.progress_bar.setMaximum(1)
+            self.progress_bar.setValue(0)
+            self.status_label.setText("Failed: see the notification.")
+            notify_error(job.error)
+        else:
+            self._refresh_layers(job, final=True)
+            total = sum(r.total for r in job.results)
+            self.progress_bar.setMaximum(max(total, 1))
+            self.progress_bar.setValue(
+                sum(r.computed + r.background + r.already_done for r in job.results)
+            )
+            self.status_label.setText(self._summary(job))
+        if self._pending is not None:
+            order, self._pending = self._pending, None
+            self._start(*order)
+
+    def _summary(self, job: StainJob) -> str:
+        computed = sum(r.computed for r in job.results)
+        background = sum(r.background for r in job.results)
+        already = sum(r.already_done for r in job.results)
+        seconds = time.perf_counter() - self._job_started
+        text = (
+            f"{computed} tiles stained, {background} background, {already} already done "
+            f"({seconds:.1f} s)."
+        )
+        if job.cancelled:
+            return f"Cancelled: {text} Stain again to resume."
+        return text
+
+    # ---- auto, side by side, closing ------------------------------------------------------------
+
+    def _on_auto_toggled(self, on: bool) -> None:
+        camera = self.viewer.scene.camera.events
+        for event in (camera.center, camera.zoom):
+            if on:
+                event.connect(self._camera_moved)
+            else:
+                event.disconnect(self._camera_moved)
+        if on:
+            self.stain_view()
+        else:
+            self._auto_timer.stop()
+
+    def _camera_moved(self, event=None) -> None:
+        self._auto_timer.start()  # restarts the countdown: stains once the camera rests
+
+    def _auto_stain(self) -> None:
+        if self.auto_box.isChecked():
+            self.stain_view()
+
+    def _set_side_by_side(self, on: bool) -> None:
+        self.viewer.canvas.grid.enabled = on
+
+    def _sync_side_by_side(self, event=None) -> None:
+        self.side_button.setChecked(self.viewer.canvas.grid.enabled)
+
+    def _watch_close(self) -> None:
+        """Cancel the running job when the window holding this widget closes (napari quits)."""
+        if not self._watching_close:
+            self.window().installEventFilter(self)
+            self._watching_close = True
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.Close:
+            self.shutdown()
+        return False
+
+    def shutdown(self) -> None:
+        """Cancel running and queued work, wait for the thread to stop, free the model."""
+        self._auto_timer.stop()
+        self._poll_timer.stop()
+        self.cancel()
+        if self._job is not None:
+            self._job.wait(CLOSE_WAIT_S)
+            self._job = None
+        self.models.clear()

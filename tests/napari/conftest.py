@@ -1,0 +1,33 @@
+"""A small simulated slide and tiny checkpoints shared by the napari tests."""
+
+import pytest
+import torch
+
+from vstain.io import write_ome_tiff
+from vstain.models import create, save_checkpoint
+from vstain.synth import synth_slide
+
+SLIDE_SIZE = 1024
+PIXEL_SIZE = 0.5
+TILE = 128
+
+
+@pytest.fixture(scope="session")
+def slide_path(tmp_path_factory):
+    """A 1024 px simulated CK8/18 H&E slide at 0.5 µm/px, pyramidal OME-TIFF."""
+    path = tmp_path_factory.mktemp("slide") / "he.ome.tif"
+    he = synth_slide("ck818", size=SLIDE_SIZE, seed=3, pixel_size=PIXEL_SIZE).he
+    write_ome_tiff(he, path, pixel_size=PIXEL_SIZE, compression="deflate", tile=256)
+    return path
+
+
+def tiny_checkpoint(path, seed: int = 0, pixel_size: float = PIXEL_SIZE):
+    """An untrained pix2pix-small checkpoint with 128 px tiles (at the slide's pixel size)."""
+    torch.manual_seed(seed)
+    model = create("pix2pix", "small", tile_size=TILE, markers=["ck818"], pixel_size=pixel_size)
+    return save_checkpoint(model, path)
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory):
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")

@@ -44,6 +44,17 @@ def load_model(model, device: str = "auto"):
     return prepare_model(model, dev)
 
 
+def model_settings(card, options: dict | None = None) -> dict:
+    """What the output store records of the model; a resume must match it."""
+    return {
+        "architecture": card.architecture,
+        "config": card.config,
+        "steps": card.steps,
+        "markers": card.markers,
+        "options": dict(options or {}),
+    }
+
+
 def stain_slide(
     slide: Slide | str | Path,
     model,
@@ -60,11 +71,15 @@ def stain_slide(
     overwrite: bool = False,
     progress=None,
     cancel=None,
+    options: dict | None = None,
 ) -> RunResult:
     """Stain ``slide`` with ``model`` into ``out`` (``.zarr`` OME-Zarr or ``.ome.tif`` OME-TIFF).
 
-    ``region`` is (x, y, w, h) in level-0 pixels. OME-TIFF output is staged in ``out + ".zarr"``
-    (kept while unfinished so ``resume`` works) and converted when every tile is done.
+    ``region`` (x, y, w, h) and ``toward`` (x, y) are in level-0 pixels. OME-TIFF output is
+    staged in ``out + ".zarr"`` (kept while unfinished so ``resume`` works) and converted when
+    every tile is done.
+    ``options`` go to the model's ``predict`` (sampler steps, n_samples, ...); they are part of
+    the store's settings, so a resume with other options is refused instead of mixing outputs.
     """
     from vstain.models.device import choose_device, predict_batch
 
@@ -84,15 +99,11 @@ def stain_slide(
     if region is not None:
         x, y, w, h = region
         region = (int(x / ds), int(y / ds), max(int(w / ds), 1), max(int(h / ds), 1))
-    model_settings = {
-        "architecture": card.architecture,
-        "config": card.config,
-        "steps": card.steps,
-        "markers": card.markers,
-    }
+    if toward is not None:
+        toward = (toward[0] / ds, toward[1] / ds)
     result = stain_level(
         slide,
-        lambda batch: predict_batch(model, batch, dev),
+        lambda batch: predict_batch(model, batch, dev, **(options or {})),
         store,
         specs=output_specs(card.outputs),
         level=level,
@@ -103,7 +114,7 @@ def stain_slide(
         toward=toward,
         batch_size=batch_size,
         blend=blend,
-        model_settings=model_settings,
+        model_settings=model_settings(card, options),
         resume=resume,
         overwrite=overwrite,
         progress=progress,

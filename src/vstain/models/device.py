@@ -89,9 +89,11 @@ def _as_batch_tensor(batch: np.ndarray | Tensor) -> Tensor:
 
 
 def predict_batch(
-    model: StainModel, batch: np.ndarray | Tensor, device: torch.device
+    model: StainModel, batch: np.ndarray | Tensor, device: torch.device, **options
 ) -> dict[str, np.ndarray]:
     """Run ``model`` (already on ``device``) on one batch; outputs as float32 numpy B x C x H x W.
+
+    ``options`` go to ``model.predict`` (e.g. sampler steps of a diffusion model).
 
     ``batch`` is numpy B x H x W x 3 (slide pixels) or B x 3 x H x W (the tile engine's batches),
     or a tensor B x 3 x H x W; uint8, or float in [0, 1]. On CUDA the batch goes through pinned
@@ -117,5 +119,5 @@ def predict_batch(
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     x = x.contiguous(memory_format=memory_format)
     with autocast_context(device):
-        prediction = model.predict(x)
+        prediction = model.predict(x, **options)
     return {name: value.float().cpu().numpy() for name, value in prediction.outputs().items()}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -10,14 +12,41 @@ from vstain.errors import OutputExistsError
 from vstain.io.slide import Slide
 from vstain.tiles.engine import BatchFn, CancelToken, RunResult, run_tiles
 from vstain.tiles.grid import Tile, TileGrid, order_tiles
-from vstain.tiles.store import OutputSpec, OutputStore
+from vstain.tiles.store import DONE_BLOCK, OutputSpec, OutputStore
 from vstain.tiles.tissue import pick_mask_level, tile_tissue_fraction, tissue_mask
+
+#: Tissue masks of recently stained slides: the widget stains one slide view after view, and
+#: recomputing the mask took 1-2 s of every click (docs/napari.md).
+_MASKS: OrderedDict[tuple, np.ndarray] = OrderedDict()
+_MASKS_LOCK = threading.Lock()
+MASK_CACHE_SIZE = 8
+
+
+def _mask_key(slide: Slide, index: int) -> tuple:
+    """Identifies a slide file's level as it is now (path, size, modification time)."""
+    try:
+        stat = slide.path.stat()
+        stamp = (stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        stamp = None
+    return str(slide.path), stamp, tuple(slide.levels[index].shape)
 
 
 def slide_tissue_mask(slide: Slide) -> np.ndarray:
-    """Tissue mask computed on a low-resolution level of ``slide``."""
+    """Tissue mask computed on a low-resolution level of ``slide`` (cached per file and level)."""
     index = pick_mask_level([lvl.shape for lvl in slide.levels])
-    return tissue_mask(np.asarray(slide.levels[index].compute()))
+    key = _mask_key(slide, index)
+    with _MASKS_LOCK:
+        if key in _MASKS and key[1] is not None:
+            _MASKS.move_to_end(key)
+            return _MASKS[key]
+    mask = tissue_mask(np.asarray(slide.levels[index].compute()))
+    mask.flags.writeable = False
+    with _MASKS_LOCK:
+        _MASKS[key] = mask
+        while len(_MASKS) > MASK_CACHE_SIZE:
+            _MASKS.popitem(last=False)
+    return mask
 
 
 def open_output(
@@ -30,6 +59,7 @@ def open_output(
     settings: dict,
     resume: bool,
     overwrite: bool,
+    done_block: int = DONE_BLOCK,
 ) -> OutputStore:
     """Create the output store, or reopen it to resume when it matches ``settings``."""
     if out.exists() and resume and not overwrite:
@@ -48,7 +78,32 @@ def open_output(
         pixel_size=pixel_size,
         settings=settings,
         overwrite=overwrite,
+        done_block=done_block,
     )
+
+
+def run_settings(
+    slide: Slide, level: int, halo: int, align: int, blend: str, model_settings: dict | None
+) -> dict:
+    """What a store records of its run, and what a resumed run must match (with shape, tile)."""
+    return {
+        "source": str(slide.path),
+        "level": level,
+        "halo": halo,
+        "align": align,
+        "blend": blend,
+        "model": model_settings or {},
+    }
+
+
+def tissue_test(slide: Slide, shape: tuple[int, int], min_tissue: float):
+    """``is_tissue(tile)`` on a level of ``shape``: ``min_tissue`` of its core or more is tissue."""
+    mask = slide_tissue_mask(slide) if min_tissue > 0 else None
+
+    def is_tissue(t: Tile) -> bool:
+        return mask is None or tile_tissue_fraction(mask, t.core, shape) >= min_tissue
+
+    return is_tissue
 
 
 def stain_level(
@@ -83,14 +138,7 @@ def stain_level(
     shape = tuple(array.shape[:2])
     grid = TileGrid(shape, tile, halo, align)
     tiles = order_tiles(grid.tiles(region), toward)
-    settings = {
-        "source": str(slide.path),
-        "level": level,
-        "halo": halo,
-        "align": align,
-        "blend": blend,
-        "model": model_settings or {},
-    }
+    settings = run_settings(slide, level, halo, align, blend, model_settings)
     store = open_output(
         Path(out),
         shape=shape,
@@ -101,18 +149,13 @@ def stain_level(
         resume=resume,
         overwrite=overwrite,
     )
-    mask = slide_tissue_mask(slide) if min_tissue > 0 else None
-
-    def is_tissue(t: Tile) -> bool:
-        return mask is None or tile_tissue_fraction(mask, t.core, shape) >= min_tissue
-
     return run_tiles(
         array,
         fn,
         store,
         grid,
         tiles,
-        is_tissue=is_tissue,
+        is_tissue=tissue_test(slide, shape, min_tissue),
         batch_size=batch_size,
         blend=blend,
         band=band,

@@ -1,13 +1,16 @@
+import argparse
 import json
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import torch
 
 from tests.tiles.conftest import make_tissue_image
 from vstain.cli import main
 from vstain.io import write_ome_tiff
+from vstain.models import load_checkpoint
 
 
 @pytest.fixture
@@ -173,4 +176,27 @@ def test_train_resume_and_evaluate_commands(tmp_path, capsys):
         == 0
     )
     assert "cell_f1_virtual" in capsys.readouterr().out
-    assert json.loads((tmp_path / "r.json").read_text())["m"]["images"] == 1
+    scores = json.loads((tmp_path / "r.json").read_text())["m"]
+    assert scores["images"] == 1
+    assert "heldout" not in read_card(ckpt).metrics
+
+    model = load_checkpoint(ckpt)
+    evaluate = ["evaluate", "--model", str(ckpt), "--data", str(data)]
+    assert main([*evaluate, "--write-card"]) == 0
+    heldout = read_card(ckpt).metrics["heldout"]
+    assert heldout["psnr"] == pytest.approx(scores["psnr"]) and heldout["options"] == {}
+    assert "split test (1 pairs)" in heldout["data"]
+    he = torch.rand(1, 3, 64, 64)
+    assert torch.equal(load_checkpoint(ckpt).predict(he).ihc, model.predict(he).ihc)
+    assert main([*evaluate, "--option", "steps=5"]) == 2  # pix2pix takes no options
+    assert "does not take the options ['steps']" in capsys.readouterr().err
+
+
+def test_option_values_are_json_or_strings():
+    from vstain.cli import _option
+
+    assert _option("steps=50") == ("steps", 50)
+    assert _option("tta=true") == ("tta", True)
+    assert _option("marker=cd3") == ("marker", "cd3")
+    with pytest.raises(argparse.ArgumentTypeError, match="KEY=VALUE"):
+        _option("steps")

@@ -17,6 +17,30 @@ def _region(text: str) -> tuple[int, int, int, int]:
     return x, y, w, h
 
 
+def _option(text: str) -> tuple[str, object]:
+    """KEY=VALUE of a model predict option; VALUE is JSON (a number, true/false) or a string."""
+    import json
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError("options are KEY=VALUE, e.g. steps=50")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _add_option_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--option",
+        type=_option,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="predict option of the model, e.g. steps=50 n_samples=4 (diffusion models)",
+    )
+
+
 def cmd_info(args) -> int:
     """Print levels, shapes, pixel size and tissue fraction of a slide."""
     from vstain.io import open_slide
@@ -53,6 +77,7 @@ def cmd_stain(args) -> int:
             overwrite=args.overwrite,
             progress=bar.update,
             cancel=bar.cancel,
+            options=dict(args.option),
         )
     if result.cancelled:
         print(
@@ -154,6 +179,7 @@ def cmd_train(args) -> int:
         batch_size=args.batch_size,
         val_data=val,
         val_every=args.val_every,
+        val_limit=args.val_limit,
         checkpoint_path=args.out,
         checkpoint_every=args.val_every,
         resume=args.resume,
@@ -167,25 +193,33 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    """Score checkpoints on the test split of a paired dataset; print a table, write JSON."""
+    """Score checkpoints on the test split of a paired dataset; print a table, write JSON and,
+    with --write-card, the numbers into each checkpoint's card."""
     import json
 
     from vstain.io.datasets import open_paired_dataset
     from vstain.metrics.evaluate import evaluate, format_table
+    from vstain.models.checkpoint import record_evaluation
     from vstain.stain import load_model
+    from vstain.weights import resolve_checkpoint
 
     data = open_paired_dataset(args.data, split=args.split)
     truth = args.data / "truth" / args.split
+    options = dict(args.option)
     results = {}
     for name in args.model:
         model = load_model(name, args.device)
-        results[Path(name).stem] = evaluate(
+        results[Path(name).stem] = scores = evaluate(
             model,
             data,
             device=args.device,
             truth=truth if truth.is_dir() else None,
             limit=args.limit,
+            options=options,
         )
+        if args.write_card:
+            where = f"{args.data} split {args.split} ({scores['images']} pairs)"
+            record_evaluation(resolve_checkpoint(name), where, scores, options)
     print(format_table(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
@@ -273,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     group = stain.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="continue an interrupted run")
     group.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    _add_option_argument(stain)
     stain.set_defaults(run=cmd_stain)
 
     from vstain.synth.spec import MARKERS, MODES
@@ -319,6 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--pixel-size", type=float, help="um/px of the training data, for the card")
     tr.add_argument("--notes", default="", help="free text for the card")
     tr.add_argument("--val-every", type=int, default=250)
+    tr.add_argument(
+        "--val-limit", type=int, default=64, help="validate on this many test pairs (default 64)"
+    )
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--device", default="auto")
     g = tr.add_mutually_exclusive_group()
@@ -335,6 +373,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, help="at most this many pairs")
     ev.add_argument("--json", type=Path, help="write the results here")
     ev.add_argument("--device", default="auto")
+    ev.add_argument(
+        "--write-card", action="store_true", help="store the results in each checkpoint's card"
+    )
+    _add_option_argument(ev)
     ev.set_defaults(run=cmd_evaluate)
 
     demo = sub.add_parser(

@@ -120,6 +120,7 @@ def evaluate(
     truth: str | Path | None = None,
     limit: int | None = None,
     learned: bool = True,
+    options: dict | None = None,
 ) -> dict:
     """Per-metric means of ``model``'s virtual IHC against the real IHC over a paired ``dataset``.
 
@@ -131,7 +132,7 @@ def evaluate(
     IHC's positive cells, counts pooled over images. With ``truth`` (the simulator's
     ``truth/<split>`` folder): per-cell ``cell_precision_virtual`` ... ``cell_f1_real`` and
     ``cells``. With ``learned``: ``fid``, ``kid`` and ``lpips``, each a float or an unavailable
-    report. ``limit`` scores only the first items.
+    report. ``limit`` scores only the first items; ``options`` go to the model's ``predict``.
     """
     from vstain.models.device import choose_device, predict_batch
 
@@ -142,7 +143,7 @@ def evaluate(
     rows, objects = [], Detection(0, 0, 0)
     for items in _item_batches(dataset, batch_size, limit):
         he = torch.stack([it["he"] for it in items])
-        virtual = to_uint8(predict_batch(model, he, dev)["ihc"])
+        virtual = to_uint8(predict_batch(model, he, dev, **(options or {}))["ihc"])
         real = to_uint8(torch.stack([it["ihc"] for it in items]).numpy())
         for item, v, r in zip(items, virtual, real, strict=True):
             rows.append(pair_scores(v, r))

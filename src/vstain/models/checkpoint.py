@@ -9,6 +9,7 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -138,3 +139,12 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def record_evaluation(path: str | os.PathLike, data: str, scores: dict, options: dict) -> None:
+    """Store held-out ``scores`` (of `vstain.metrics.evaluate` on ``data``) in the card of
+    checkpoint ``path``, under ``metrics["heldout"]``; the weights are rewritten unchanged."""
+    model = load_checkpoint(path)
+    heldout = {"data": data, "options": options, **scores}
+    model.card = replace(model.card, metrics={**model.card.metrics, "heldout": heldout})
+    save_checkpoint(model, path)

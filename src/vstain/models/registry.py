@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 from dataclasses import fields, replace
 
 from vstain.errors import ModelError
@@ -37,6 +38,16 @@ def register(name: str, cls: type[StainModel] | None = None, *, configs: dict[st
 def list_models() -> list[str]:
     """Names of the registered models, sorted."""
     return sorted(_MODELS)
+
+
+def predict_options(name: str) -> dict[str, object]:
+    """The predict options of model ``name`` (keyword arguments of its ``infer``) and defaults."""
+    params = inspect.signature(_lookup(name)[0].infer).parameters
+    return {
+        key: p.default
+        for key, p in params.items()
+        if key not in ("self", "x") and p.default is not inspect.Parameter.empty
+    }
 
 
 def _lookup(name: str) -> tuple[type[StainModel], dict[str, dict]]:

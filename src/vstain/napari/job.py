@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vstain.errors import ModelError
@@ -36,13 +36,15 @@ class StainRequest:
     tile: int
     batch_size: int
     out_dir: Path
+    options: dict = field(default_factory=dict)
 
 
 def store_path(request: StainRequest, sha256: str) -> Path:
-    """The output store of a slide, checkpoint and tile size (every action of the widget on that
-    slide and model fills, and resumes, the same store)."""
+    """The output store of a slide, checkpoint, tile size and predict options (every action of the
+    widget on that slide and model fills, and resumes, the same store)."""
     model = f"{request.checkpoint.stem}-{sha256[:8]}"
-    return request.out_dir / f"{request.slide.path.name}.{model}-t{request.tile}.zarr"
+    options = "".join(f"-{k}{v}" for k, v in sorted(request.options.items()))
+    return request.out_dir / f"{request.slide.path.name}.{model}-t{request.tile}{options}.zarr"
 
 
 class StainJob:
@@ -127,6 +129,7 @@ class StainJob:
                 resume=True,
                 progress=self._on_progress,
                 cancel=self.cancel_token,
+                options=request.options,
             )
             self.results.append(result)
             if result.cancelled:

@@ -32,11 +32,13 @@ from qtpy.QtWidgets import (
 
 from vstain.errors import RegionError, SlideError, VstainError
 from vstain.io import Slide, open_slide
-from vstain.models import choose_device, read_card
+from vstain.models import ModelError, choose_device, read_card
 from vstain.models.device import available_devices
+from vstain.models.registry import predict_options
 from vstain.napari import store_layers
 from vstain.napari.job import StainJob, StainRequest
 from vstain.napari.model_choice import ModelCache, card_summary, card_warning, layer_prefix
+from vstain.napari.option_widgets import OptionsPanel
 from vstain.napari.viewport import (
     rectangle_regions,
     region_centre,
@@ -151,6 +153,7 @@ class VirtualStainWidget(QWidget):
         self.tile_box.setSingleStep(64)
         self.batch_box = QSpinBox()
         self.batch_box.setRange(1, 256)
+        self.options_panel = OptionsPanel()
         self.device_box.currentIndexChanged.connect(
             lambda: self.batch_box.setValue(default_batch(self.device_box.currentData()))
         )
@@ -170,6 +173,7 @@ class VirtualStainWidget(QWidget):
         form.addRow("H&&E layer", self.layer_box)
         form.addRow("Tile size", self.tile_box)
         form.addRow("Batch size", self.batch_box)
+        form.addRow(self.options_panel)
         form.addRow("Output folder", folder)
 
         self.view_button = QPushButton("Stain view")
@@ -282,6 +286,11 @@ class VirtualStainWidget(QWidget):
         self.card_label.setText(card_summary(card))
         self.warning_label.setText(card_warning(card) or "")
         self.tile_box.setValue(card.tile_size)
+        try:
+            self.options_panel.set_options(predict_options(card.architecture), card.markers)
+        except ModelError as e:  # a card of an architecture this vstain does not know
+            notify_error(e)
+            self.options_panel.set_options({}, [])
         self.batch_box.setValue(default_batch(self.device_box.currentData()))
         self._set_actions_enabled(True)
 
@@ -360,6 +369,7 @@ class VirtualStainWidget(QWidget):
             device=self.device_box.currentData(),
             tile=self.tile_box.value(),
             batch_size=self.batch_box.value(),
+            options=self.options_panel.values(),
             out_dir=self._out_dir(slide),
         )
         order = (request, layer, layer_prefix(self.checkpoint.stem, read_card(self.checkpoint)))

@@ -1,0 +1,50 @@
+"""Predict-option editors: one per option with a usable default, values as edited."""
+
+from pathlib import Path
+
+import pytest
+
+from vstain.models.registry import predict_options
+from vstain.napari.job import StainRequest, store_path
+from vstain.napari.option_widgets import OptionsPanel
+
+pytestmark = pytest.mark.gui
+
+
+def test_panel_has_an_editor_per_usable_option_and_returns_edited_values(qtbot):
+    panel = OptionsPanel()
+    qtbot.addWidget(panel)
+    defaults = {"steps": 50, "n_samples": 1, "tta": False, "eta": 0.0, "marker": None, "x": None}
+    panel.set_options(defaults, ["ck818", "cd3"])
+    assert panel.values() == {
+        "steps": 50,
+        "n_samples": 1,
+        "tta": False,
+        "eta": 0.0,
+        "marker": "ck818",
+    }
+    panel._editors["steps"].setValue(20)
+    panel._editors["tta"].setChecked(True)
+    panel._editors["marker"].setCurrentText("cd3")
+    assert panel.values()["steps"] == 20 and panel.values()["tta"] is True
+    assert panel.values()["marker"] == "cd3"
+    panel.set_options({}, [])
+    assert panel.values() == {} and panel.isHidden()
+
+
+def test_models_without_options_show_none_and_options_name_the_store(tmp_path):
+    assert predict_options("pix2pix") == {}
+    request = dict(
+        kind="view",
+        slide=type("S", (), {"path": Path("/data/he.svs")})(),
+        parts=(),
+        checkpoint=Path("m.safetensors"),
+        device="cpu",
+        tile=512,
+        batch_size=1,
+        out_dir=tmp_path,
+    )
+    plain = store_path(StainRequest(**request), "ab" * 32)
+    steps = store_path(StainRequest(**request, options={"steps": 20, "n_samples": 2}), "ab" * 32)
+    assert plain.name == "he.svs.m-abababab-t512.zarr"
+    assert steps.name == "he.svs.m-abababab-t512-n_samples2-steps20.zarr"

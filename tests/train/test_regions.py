@@ -147,3 +147,25 @@ def test_any_reader_can_give_the_ihc(slides):
     bad = PairedRegions(he, lambda *args: np.zeros((3, 3, 3), np.uint8), RECTS[:1], CROP)
     with pytest.raises(SlideError, match=r"\(h, w, 3\) uint8"):
         bad.item(10, 20)
+
+
+def test_augmented_crops_turn_both_images_alike_and_perturb_only_the_he(slides):
+    he, ihc = slides
+    source = PairedRegions(he, ihc, RECTS[:2], CROP)
+    plain, augmented = RegionCrops(source, seed=4), RegionCrops(source, seed=4, augment=True)
+    assert [plain.corner(i) for i in range(8)] == [augmented.corner(i) for i in range(8)]
+    geometries = set()
+    for i in range(8):
+        a, p = augmented[i], plain[i]
+        turned = [
+            torch.rot90(p["ihc"], k, dims=(1, 2)).flip(2)
+            if flip
+            else torch.rot90(p["ihc"], k, (1, 2))
+            for flip in (False, True)
+            for k in range(4)
+        ]
+        matches = [k for k, t in enumerate(turned) if torch.equal(t, a["ihc"])]
+        assert len(matches) == 1  # the IHC is only turned / flipped
+        geometries.add(matches[0])
+        assert not torch.allclose(a["he"], 1 - a["ihc"], atol=1 / 255)  # H&E stains perturbed
+    assert len(geometries) > 1

@@ -233,6 +233,27 @@ def dataset_dab_stats(pairs: Sequence[Pair], seed: int = 0) -> DabStats:
     return DabStats.of(dab_od(pixels))
 
 
+def random_augmentation(rng: np.random.Generator, square: bool) -> dict:
+    """Random quarter turns (half turns unless ``square``), flip and H&E stain perturbation, as
+    keyword arguments of `Transform`."""
+    turns = int(rng.integers(0, 4)) if square else 2 * int(rng.integers(0, 2))
+    flip = bool(rng.integers(0, 2))
+    scale, shift = random_he_perturbation(rng)
+    return {
+        "turns": turns,
+        "flip": flip,
+        "scale": tuple(map(float, scale)),
+        "shift": tuple(map(float, shift)),
+    }
+
+
+def augment_pair(he: np.ndarray, ihc: np.ndarray, t: Transform) -> tuple[np.ndarray, np.ndarray]:
+    """``t``'s stain perturbation of the H&E, then its turns and flip of both images."""
+    if t.scale != (1.0, 1.0, 1.0) or t.shift != (0.0, 0.0, 0.0):
+        he = perturb_stains(he, np.array(t.scale), np.array(t.shift))
+    return _geometry(he, t), _geometry(ihc, t)
+
+
 def _geometry(image: np.ndarray, t: Transform) -> np.ndarray:
     image = np.rot90(image, t.turns, axes=(0, 1))
     return image[:, ::-1] if t.flip else image
@@ -343,10 +364,7 @@ class PairedDataset(Dataset):
         y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
         if not self.augment:
             return Transform(y0, x0)
-        turns = int(rng.integers(0, 4)) if ch == cw else 2 * int(rng.integers(0, 2))
-        flip = bool(rng.integers(0, 2))
-        scale, shift = random_he_perturbation(rng)
-        return Transform(y0, x0, turns, flip, tuple(map(float, scale)), tuple(map(float, shift)))
+        return Transform(y0, x0, **random_augmentation(rng, ch == cw))
 
     def mask(self, index: int, ihc: np.ndarray | None = None) -> np.ndarray:
         """Coarse DAB mask (H, W) bool of the whole IHC image of pair ``index``, cached."""
@@ -385,14 +403,8 @@ class PairedDataset(Dataset):
         t = self.transform(index)
         ch, cw = self.crop or pair.shape
         window = np.s_[t.y0 : t.y0 + ch, t.x0 : t.x0 + cw]
-        he_crop = he[window]
-        if self.augment:
-            he_crop = perturb_stains(he_crop, np.array(t.scale), np.array(t.shift))
-        item = {
-            "he": _chw(_geometry(he_crop, t)),
-            "ihc": _chw(_geometry(ihc[window], t)),
-            "name": pair.name,
-        }
+        he_crop, ihc_crop = augment_pair(he[window], ihc[window], t)
+        item = {"he": _chw(he_crop), "ihc": _chw(ihc_crop), "name": pair.name}
         if self.with_mask:
             item["mask"] = _chw(_geometry(self.mask(index, ihc)[window][..., None], t))
         return item

@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from vstain.errors import RegionError, SlideError
+from vstain.io.datasets import Transform, augment_pair, random_augmentation
 from vstain.io.slide import Slide
 
 IhcReader = Callable[[int, int, int, int, int], np.ndarray]
@@ -128,8 +129,9 @@ class PairedRegions:
             )
         return box
 
-    def item(self, x: int, y: int) -> dict:
-        """The crop with top-left corner (x, y) in ``level`` pixels: "he", "ihc", "name"."""
+    def item(self, x: int, y: int, augment: Transform | None = None) -> dict:
+        """The crop with top-left corner (x, y) in ``level`` pixels: "he", "ihc", "name"
+        (``augment``: turned, flipped and stain-perturbed by that transform)."""
         c = self.crop
         he = self.he.read_region(x, y, c, c, self.level)
         ihc = np.asarray(self.read_ihc(x, y, c, c, self.level))
@@ -138,17 +140,28 @@ class PairedRegions:
                 f"The IHC reader gave {ihc.dtype} {ihc.shape} for a {c} x {c} crop; it must "
                 "return (h, w, 3) uint8 RGB for the region asked."
             )
+        if augment is not None:
+            he, ihc = augment_pair(he, ihc, augment)
         return {"he": _chw(he), "ihc": _chw(ihc), "name": f"level{self.level}-x{x}-y{y}"}
 
 
 class RegionCrops(Dataset):
     """Random crops inside the rectangles of ``source``; ``length`` items per epoch.
 
-    ``length`` defaults to the number of non-overlapping crops that fit in the rectangles.
+    ``length`` defaults to the number of non-overlapping crops that fit in the rectangles. With
+    ``augment``, each crop is also turned, flipped and its H&E stains perturbed, as in
+    `vstain.io.datasets` (drawn from the same per-item generator, after the corner).
     """
 
-    def __init__(self, source: PairedRegions, *, seed: int = 0, length: int | None = None):
-        self.source, self.seed, self.epoch = source, seed, 0
+    def __init__(
+        self,
+        source: PairedRegions,
+        *,
+        seed: int = 0,
+        length: int | None = None,
+        augment: bool = False,
+    ):
+        self.source, self.seed, self.epoch, self.augment = source, seed, 0, augment
         c = source.crop
         self.positions = np.array(
             [(x1 - x0 - c + 1) * (y1 - y0 - c + 1) for x0, y0, x1, y1 in source.boxes]
@@ -167,7 +180,9 @@ class RegionCrops(Dataset):
 
     def corner(self, index: int) -> tuple[int, int]:
         """Top-left (x, y) of item ``index`` in the current epoch, in ``level`` pixels."""
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        return self._corner(np.random.default_rng([self.seed, self.epoch, index]))
+
+    def _corner(self, rng: np.random.Generator) -> tuple[int, int]:
         box = int(rng.choice(len(self.positions), p=self.positions / self.positions.sum()))
         x0, y0, x1, y1 = self.source.boxes[box]
         c = self.source.crop
@@ -176,7 +191,11 @@ class RegionCrops(Dataset):
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < self.length:
             raise IndexError(f"item {index} of {self.length}")
-        return self.source.item(*self.corner(index))
+        if not self.augment:
+            return self.source.item(*self.corner(index))
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        x, y = self._corner(rng)
+        return self.source.item(x, y, Transform(y, x, **random_augmentation(rng, square=True)))
 
 
 def _grid_starts(start: int, stop: int, crop: int) -> list[int]:
@@ -214,8 +233,11 @@ def region_datasets(
     val_fraction: float = 0.0,
     seed: int = 0,
     length: int | None = None,
+    augment: bool = False,
 ) -> tuple[RegionCrops, RegionGrid | None]:
-    """Training crops and validation grid (None without validation regions), split by region."""
+    """Training crops (``augment``: see `RegionCrops`) and validation grid (None without
+    validation regions), split by region."""
     train, val = split_regions(regions, val_fraction, seed)
-    crops = RegionCrops(PairedRegions(he, ihc, train, crop, level), seed=seed, length=length)
+    source = PairedRegions(he, ihc, train, crop, level)
+    crops = RegionCrops(source, seed=seed, length=length, augment=augment)
     return crops, RegionGrid(PairedRegions(he, ihc, val, crop, level)) if val else None

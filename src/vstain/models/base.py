@@ -52,6 +52,8 @@ class ModelCard:
     created: str = field(default_factory=_today)
     perceptual_backbone: str | None = None
     notes: str = ""
+    #: How the weights were derived from the parent (fine-tune regions and settings, import source).
+    provenance: dict = field(default_factory=dict)
 
     def __post_init__(self):
         problems = _card_problems(self)
@@ -94,8 +96,8 @@ def _card_problems(card: ModelCard) -> list[str]:
     problems = []
     if not isinstance(card.architecture, str) or not card.architecture:
         problems.append("architecture must be a non-empty string")
-    if not isinstance(card.config, dict) or not isinstance(card.metrics, dict):
-        problems.append("config and metrics must be dicts")
+    if not all(isinstance(d, dict) for d in (card.config, card.metrics, card.provenance)):
+        problems.append("config, metrics and provenance must be dicts")
     if not isinstance(card.markers, list) or not all(isinstance(m, str) for m in card.markers):
         problems.append(f"markers must be a list of strings, got {card.markers!r}")
     if card.pixel_size is not None and not (
@@ -173,6 +175,9 @@ class StainModel(nn.Module, ABC):
     """
 
     outputs: ClassVar[tuple[str, ...]] = ("ihc",)
+    #: Submodules only training uses (discriminators, projection heads): fine-tuning keeps them
+    #: trainable whatever part of the stainer it trains.
+    training_only: ClassVar[tuple[str, ...]] = ()
     normalisation: ClassVar[str] = "[-1,1]"
     #: Input height and width must be multiples of this (e.g. 4 for two stride-2 stages).
     size_multiple: ClassVar[int] = 1

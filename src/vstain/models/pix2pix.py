@@ -46,6 +46,7 @@ class Pix2Pix(StainModel):
     """pix2pix with a ResNet generator: GAN loss + ``lambda_l1`` x L1 (in [-1, 1] units)."""
 
     size_multiple = STRIDE
+    training_only = ("discriminator",)
 
     def __init__(self, card: ModelCard):
         super().__init__(card)

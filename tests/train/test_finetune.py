@@ -1,0 +1,156 @@
+"""Fine-tuning on rectangles: parts freeze what they say, the best checkpoint is kept, the base is
+never written, regions round-trip through GeoJSON."""
+
+import json
+
+import pytest
+import torch
+
+from vstain.io import open_slide, write_ome_tiff
+from vstain.io.slide import Slide
+from vstain.models import create, load_checkpoint, read_card, save_checkpoint, sha256_file
+from vstain.synth import synth_slide
+from vstain.tiles import CancelToken
+from vstain.train.finetune import FinetuneError, finetune, select_part, trainable_counts
+from vstain.train.region_geojson import read_regions, write_regions
+from vstain.train.regions import Region
+
+SIZE = 512
+REGIONS = [Region(0, 0, 256, 256), Region(256, 0, 256, 256), Region(0, 256, 256, 256, True)]
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    """A 512 px simulated same-section H&E / IHC pair on disk (same geometry: no registration)."""
+    folder = tmp_path_factory.mktemp("pair")
+    synth = synth_slide("ck818", size=SIZE, seed=7)
+    slides = []
+    for name, array in (("he", synth.he), ("ihc", synth.ihc)):
+        path = folder / f"{name}.ome.tif"
+        write_ome_tiff(Slide(path, [array], 0.5), path, pixel_size=0.5, compression="deflate")
+        slides.append(path)
+    return slides
+
+
+@pytest.fixture
+def base(tmp_path):
+    torch.manual_seed(0)
+    model = create("pix2pix", markers=["ck818"], pixel_size=0.5, tile_size=128)
+    return save_checkpoint(model, tmp_path / "base.safetensors")
+
+
+def trainable(model, prefix):
+    return {n for n, p in model.named_parameters() if p.requires_grad and n.startswith(prefix)}
+
+
+def test_parts_freeze_the_stainer_but_never_the_discriminator(base):
+    model = load_checkpoint(base)
+    everything = {n for n, _ in model.named_parameters()}
+    counts = trainable_counts(model)
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == everything  # unchanged
+    generator = [n for n, _ in model.named_parameters() if n.startswith("generator.")]
+    discriminator = trainable(model, "discriminator.")
+
+    assert select_part(model, "norm") == counts["norm"]
+    norms = trainable(model, "generator.")
+    assert norms and all(".weight" in n or ".bias" in n for n in norms)
+    assert all(
+        isinstance(model.get_submodule(n.rsplit(".", 1)[0]), torch.nn.BatchNorm2d) for n in norms
+    )
+    assert trainable(model, "discriminator.") == discriminator
+
+    for p in model.parameters():
+        p.requires_grad_(True)
+    assert select_part(model, "decoder") == counts["decoder"] < counts["all"]
+    assert trainable(model, "generator.") == set(generator[len(generator) // 2 :])
+    assert counts["norm"] < counts["decoder"]
+    with pytest.raises(FinetuneError, match="Unknown part 'head'"):
+        select_part(model, "head")
+
+
+def test_finetune_keeps_the_best_checkpoint_and_records_where_it_came_from(pair, base, tmp_path):
+    he, ihc = (open_slide(p) for p in pair)
+    base_hash = sha256_file(base)
+    out = tmp_path / "tuned.safetensors"
+    validations = []
+
+    class StopAfter15:
+        def __init__(self, token):
+            self.token = token
+
+        def on_validation(self, step, metrics):
+            validations.append((step, metrics["psnr"]))
+
+        def on_step(self, step, losses, seconds):
+            if step == 15:
+                self.token.cancel()
+
+    token = CancelToken()
+    result = finetune(
+        base,
+        he,
+        ihc,
+        REGIONS,
+        out,
+        part="decoder",
+        steps=30,
+        lr=1e-3,
+        batch_size=2,
+        crop=64,
+        val_every=5,
+        device="cpu",
+        sources={"he": str(pair[0]), "ihc": str(pair[1])},
+        callbacks=[StopAfter15(token)],
+        cancel=token,
+    )
+    assert result.cancelled and result.steps == 15
+    assert [s for s, _ in validations] == [5, 10, 15]
+    best_step, best_psnr = max(validations, key=lambda v: v[1])
+    assert result.best_step == best_step and result.after["psnr"] == pytest.approx(best_psnr)
+    assert sha256_file(base) == base_hash  # the base is never written
+
+    card = read_card(out)
+    assert card.steps == best_step and card.parent == str(base)
+    assert card.parent_sha256 == base_hash
+    assert card.provenance["regions"][2] == {
+        "x": 0,
+        "y": 256,
+        "w": 256,
+        "h": 256,
+        "validation": True,
+    }
+    assert card.provenance["part"] == "decoder" and card.provenance["lr"] == 1e-3
+    assert card.metrics["before"]["psnr"] == pytest.approx(result.before["psnr"])
+    assert card.metrics["after"]["psnr"] == pytest.approx(best_psnr)
+    assert load_checkpoint(out).card.config["lr"] == 1e-3
+
+    with pytest.raises(FinetuneError, match="never overwritten"):
+        finetune(base, he, ihc, REGIONS, base, steps=1, crop=64)
+    with pytest.raises(FinetuneError, match="exists"):
+        finetune(base, he, ihc, REGIONS, out, steps=1, crop=64)
+
+
+def test_regions_round_trip_through_geojson_and_read_qupath_exports(tmp_path):
+    path = write_regions(tmp_path / "r.geojson", REGIONS)
+    assert read_regions(path) == REGIONS
+    qupath = [  # a QuPath export: a list of features, classes by name, float coordinates
+        {
+            "type": "Feature",
+            "geometry": {
+                "type": "Polygon",
+                "coordinates": [
+                    [[10.0, 20.0], [110.0, 20.0], [110.0, 70.0], [10.0, 70.0], [10.0, 20.0]]
+                ],
+            },
+            "properties": {"objectType": "annotation", "classification": {"name": "validation"}},
+        }
+    ]
+    (tmp_path / "q.geojson").write_text(json.dumps(qupath))
+    assert read_regions(tmp_path / "q.geojson") == [Region(10, 20, 100, 50, True)]
+    qupath[0]["geometry"]["coordinates"][0][1] = [120.0, 25.0]
+    (tmp_path / "q.geojson").write_text(json.dumps(qupath))
+    with pytest.raises(Exception, match="not an axis-aligned rectangle"):
+        read_regions(tmp_path / "q.geojson")
+    (tmp_path / "bad.geojson").write_text("{")
+    with pytest.raises(Exception, match="Cannot read regions"):
+        read_regions(tmp_path / "bad.geojson")

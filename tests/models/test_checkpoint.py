@@ -92,7 +92,9 @@ def test_unknown_architecture_in_card(tmp_path, pair):
     model = trained_model(pair)
     path = tmp_path / "future.safetensors"
     write_raw(path, model.state_dict(), model.card.to_json().replace('"pix2pix"', '"future-net"'))
-    with pytest.raises(CheckpointError, match=r"Unknown model 'future-net'. Known models: .*pix2pix"):
+    with pytest.raises(
+        CheckpointError, match=r"Unknown model 'future-net'. Known models: .*pix2pix"
+    ):
         load_checkpoint(path)
 
 

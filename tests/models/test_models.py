@@ -32,6 +32,8 @@ class Recipe:
 RECIPES = {
     "pix2pix": Recipe({"lr": 5e-4}, steps=300),
     "pyramid-pix2pix": Recipe({"lr": 5e-4}, steps=500),
+    "asp-dgrank": Recipe({"lr": 5e-4}, steps=300),
+    "k-stain": Recipe({"lr": 1e-3, "ridge": 10.0}, steps=150),  # aligned pair: identity prior
 }
 
 

@@ -5,7 +5,11 @@ Each model lives in its own module and registers itself on import; import it her
 """
 
 from vstain.errors import CheckpointError, DeviceError, ModelError
-from vstain.models import pix2pix  # noqa: F401  (registers pix2pix and pyramid-pix2pix)
+from vstain.models import (
+    asp_dgrank,  # noqa: F401  (registers asp-dgrank)
+    k_stain,  # noqa: F401  (registers k-stain)
+    pix2pix,  # noqa: F401  (registers pix2pix and pyramid-pix2pix)
+)
 from vstain.models.base import ModelCard, Prediction, StainModel, TrainState
 from vstain.models.checkpoint import load_checkpoint, read_card, save_checkpoint, sha256_file
 from vstain.models.device import (
@@ -15,7 +19,13 @@ from vstain.models.device import (
     prepare_model,
 )
 from vstain.models.importers import import_cut_generator
-from vstain.models.registry import create, list_models, model_configs, register
+from vstain.models.registry import (
+    create,
+    list_models,
+    model_configs,
+    predict_options,
+    register,
+)
 from vstain.models.train_state import SimpleTrainState
 
 __all__ = [
@@ -35,6 +45,7 @@ __all__ = [
     "load_checkpoint",
     "model_configs",
     "predict_batch",
+    "predict_options",
     "prepare_model",
     "read_card",
     "register",

@@ -104,3 +104,27 @@ def test_shipped_checkpoints_load_and_say_they_are_demo_weights(name, slide_path
     assert card.metrics["heldout_sim_ck818"]["images"] > 0
     result = stain_slide(slide_path, name, tmp_path / "o.zarr", region=(0, 0, 200, 200))
     assert result.computed == 1
+
+
+def test_keypoints_become_a_raster_the_engine_can_store():
+    from vstain.stain import keypoint_raster, rasterised
+
+    points = np.array([[[0.2, 0.4], [3.6, 1.0], [9.0, 2.0], [-1.0, 0.0]]])  # (x, y)
+    raster = keypoint_raster(points, 4, 5)
+    assert raster.shape == (1, 1, 4, 5) and raster.dtype == np.int32
+    assert sorted(zip(*np.nonzero(raster[0, 0]), strict=True)) == [(0, 0), (1, 4)]
+    outputs = {"ihc": np.zeros((1, 3, 4, 5)), "keypoints": points}
+    assert rasterised(outputs)["keypoints"].shape == (1, 1, 4, 5)
+    assert rasterised({"ihc": outputs["ihc"]}).keys() == {"ihc"}
+
+
+def test_k_stain_keypoints_are_stored_with_the_virtual_ihc(slide_path, tmp_path):
+    import zarr
+
+    torch.manual_seed(0)
+    model = create("k-stain", "small", tile_size=128, pixel_size=0.5)
+    result = stain_slide(slide_path, model, tmp_path / "k.zarr", region=(0, 0, 256, 128))
+    assert result.computed == 2
+    keypoints = zarr.open_array(tmp_path / "k.zarr" / "keypoints" / "0", mode="r")[0]
+    per_tile = [int(keypoints[:128, x : x + 128].sum()) for x in (0, 128)]
+    assert all(1 <= n <= model.config["n_keypoints"] for n in per_tile), per_tile

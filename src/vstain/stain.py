@@ -16,6 +16,7 @@ OUTPUT_SPECS = {
     "ihc": OutputSpec("ihc", "rgb", 3, background=1.0),
     "uncertainty": OutputSpec("uncertainty", "scalar", 1, background=0.0),
     "segmentation": OutputSpec("segmentation", "labels", 1, background=0),
+    "keypoints": OutputSpec("keypoints", "labels", 1, background=0),
 }
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -23,6 +24,25 @@ TIFF_SUFFIXES = (".tif", ".tiff")
 def output_specs(outputs: list[str]) -> list[OutputSpec]:
     """Raster outputs of a model card that the tile engine stores."""
     return [OUTPUT_SPECS[name] for name in outputs if name in OUTPUT_SPECS]
+
+
+def keypoint_raster(points: np.ndarray, height: int, width: int) -> np.ndarray:
+    """B x N x 2 keypoints ((x, y) in tile pixels) as B x 1 x H x W labels: 1 at each keypoint's
+    pixel, 0 elsewhere, so the tile engine crops, stores and resumes them like any raster."""
+    raster = np.zeros((len(points), 1, height, width), np.int32)
+    for b, xy in enumerate(np.asarray(points)):
+        col, row = np.rint(xy[:, 0]).astype(int), np.rint(xy[:, 1]).astype(int)
+        inside = (col >= 0) & (col < width) & (row >= 0) & (row < height)
+        raster[b, 0, row[inside], col[inside]] = 1
+    return raster
+
+
+def rasterised(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A model's outputs for the tile engine: point outputs drawn into rasters of the tile size."""
+    if "keypoints" not in outputs:
+        return outputs
+    height, width = outputs["ihc"].shape[-2:]
+    return {**outputs, "keypoints": keypoint_raster(outputs["keypoints"], height, width)}
 
 
 def choose_level(slide: Slide, model_pixel_size: float | None) -> int:
@@ -103,7 +123,7 @@ def stain_slide(
         toward = (toward[0] / ds, toward[1] / ds)
     result = stain_level(
         slide,
-        lambda batch: predict_batch(model, batch, dev, **(options or {})),
+        lambda batch: rasterised(predict_batch(model, batch, dev, **(options or {}))),
         store,
         specs=output_specs(card.outputs),
         level=level,
@@ -121,11 +141,11 @@ def stain_slide(
         cancel=cancel,
     )
     if tiff and not result.cancelled:
-        write_ome_tiff(
-            open_slide(store / "ihc"),
-            out,
-            pixel_size=slide.level_pixel_size(level),
-            overwrite=overwrite,
-        )
-        shutil.rmtree(store)
+        convert_to_ome_tiff(store, out, slide.level_pixel_size(level), overwrite)
     return result
+
+
+def convert_to_ome_tiff(store: Path, out: Path, pixel_size: float | None, overwrite: bool) -> None:
+    """Write a finished store's IHC as pyramidal OME-TIFF ``out``, then delete the store."""
+    write_ome_tiff(open_slide(store / "ihc"), out, pixel_size=pixel_size, overwrite=overwrite)
+    shutil.rmtree(store)

@@ -75,3 +75,26 @@ def test_every_output_gets_its_layer_and_refresh_displays_new_tiles(make_napari_
     assert np.isnan(np.asarray(uncertainty.data[0][:64])).all()
     assert np.asarray(segmentation.data[0]).sum() == 7 * 64 * 64
     assert show_outputs(viewer, store.path, he, 2.0, "m ck818") == layers, "no duplicates"
+
+
+def test_keypoints_show_as_points_of_finished_tiles(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    he = viewer.add_image(np.zeros((256, 256, 3), np.uint8), scale=(0.5, 0.5), units="um")
+    specs = [SPECS[0], OutputSpec("keypoints", "labels", 1, background=0)]
+    store = OutputStore.create(
+        tmp_path / "k.zarr", shape=(128, 128), tile=64, specs=specs, pixel_size=1.0, settings={}
+    )
+    ihc, points = show_outputs(viewer, store.path, he, 2.0, "k-stain ck818")
+    assert points.name == "k-stain ck818 keypoints" and len(points.data) == 0
+    grid = TileGrid((128, 128), 64)
+    for (i, j), (y, x) in (((0, 1), (5, 9)), ((1, 0), (60, 3))):
+        raster = np.zeros((1, 64, 64), np.int32)
+        raster[0, y, x] = 1
+        store.write_tile(
+            grid.tile_at(i, j), {"ihc": specs[0].encode(np.ones((3, 64, 64))), "keypoints": raster}
+        )
+        store.flush()
+        refresh([ihc, points])
+    assert sorted(map(tuple, points.data)) == [(5, 73), (124, 3)]  # level-0 store (y, x)
+    np.testing.assert_allclose(points.scale, (1.0, 1.0))
+    np.testing.assert_allclose(points.translate, (0.25, 0.25))

@@ -10,12 +10,20 @@ from pathlib import Path
 
 import dask.array as da
 import numpy as np
+import zarr
 
 from vstain.io import open_ome_zarr_levels
 from vstain.tiles import OutputSpec, OutputStore
+from vstain.tiles.store import COMPUTED
 
 #: Layer name suffix per output.
-SUFFIXES = {"ihc": "virtual IHC", "uncertainty": "uncertainty", "segmentation": "segmentation"}
+SUFFIXES = {
+    "ihc": "virtual IHC",
+    "uncertainty": "uncertainty",
+    "segmentation": "segmentation",
+    "keypoints": "keypoints",
+}
+KEYPOINT_STYLE = {"face_color": "yellow", "border_color": "black", "size": 8}
 #: Uncertainty is in the IHC's [0, 1] intensity units.
 UNCERTAINTY_LIMITS = (0.0, 1.0)
 
@@ -71,6 +79,42 @@ def output_layer_data(store: Path, spec: OutputSpec, name: str, placement: dict)
     return (data if len(data) > 1 else data[0]), kwargs, kind
 
 
+class KeypointSource:
+    """Keypoints of a store's finished tiles as (y, x) pixels of its level 0; each tile's chunk
+    is read once, when its done flag is first seen, so refreshing costs only the new tiles."""
+
+    def __init__(self, store: Path):
+        self.store = Path(store)
+        self._seen: set[tuple[int, int]] = set()
+        self._points: list[np.ndarray] = [np.empty((0, 2))]
+
+    def points(self) -> np.ndarray:
+        group = zarr.open_group(self.store, mode="r")
+        tile = int(group.attrs["vstain"]["tile"])
+        done = np.asarray(group["done"][:])
+        raster = open_ome_zarr_levels(self.store / "keypoints")[0]
+        for i, j in zip(*np.nonzero(done == COMPUTED), strict=True):
+            if (i, j) in self._seen:
+                continue
+            ys, xs = np.nonzero(raster[0, i * tile : (i + 1) * tile, j * tile : (j + 1) * tile])
+            self._points.append(np.stack([ys + i * tile, xs + j * tile], axis=1).astype(float))
+            self._seen.add((i, j))
+        return np.concatenate(self._points)
+
+
+def _add_keypoints(viewer, store: Path, name: str, placement: dict):
+    source = KeypointSource(store)
+    layer = viewer.add_points(
+        source.points(),
+        name=name,
+        metadata={"vstain_store": str(store), "vstain_output": "keypoints"},
+        **KEYPOINT_STYLE,
+        **placement,
+    )
+    layer.metadata["vstain_keypoints"] = source
+    return layer
+
+
 def find_output_layer(viewer, store: Path, output: str):
     """The viewer's layer showing ``output`` of ``store``, or None."""
     for layer in viewer.layers:
@@ -86,8 +130,10 @@ def show_outputs(viewer, store: Path, reference, downsample: float, prefix: str)
     layers = []
     for spec in OutputStore.open(store).specs.values():
         layer = find_output_layer(viewer, store, spec.name)
-        if layer is None:
-            name = f"{prefix} {SUFFIXES.get(spec.name, spec.name)}"
+        name = f"{prefix} {SUFFIXES.get(spec.name, spec.name)}"
+        if layer is None and spec.name == "keypoints":
+            layer = _add_keypoints(viewer, store, name, placement)
+        elif layer is None:
             data, kwargs, kind = output_layer_data(store, spec, name, placement)
             layer = getattr(viewer, f"add_{kind}")(data, **kwargs)
         layers.append(layer)
@@ -97,4 +143,7 @@ def show_outputs(viewer, store: Path, reference, downsample: float, prefix: str)
 def refresh(layers: list, *, final: bool = False) -> None:
     """Show newly written tiles (and, when ``final``, update thumbnails too)."""
     for layer in layers:
-        layer.refresh(thumbnail=final, extent=False, highlight=False)
+        if "vstain_keypoints" in layer.metadata:
+            layer.data = layer.metadata["vstain_keypoints"].points()
+        else:
+            layer.refresh(thumbnail=final, extent=False, highlight=False)

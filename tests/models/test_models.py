@@ -33,6 +33,7 @@ RECIPES = {
     "pix2pix": Recipe({"lr": 5e-4}, steps=300),
     "pyramid-pix2pix": Recipe({"lr": 5e-4}, steps=500),
     "asp-dgrank": Recipe({"lr": 5e-4}, steps=300),
+    "implicit-stainer": Recipe({"lr": 2e-3, "perceptual_backbone": None}, steps=120),
     "k-stain": Recipe({"lr": 1e-3, "ridge": 10.0}, steps=150),  # aligned pair: identity prior
 }
 

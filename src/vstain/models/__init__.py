@@ -7,6 +7,7 @@ Each model lives in its own module and registers itself on import; import it her
 from vstain.errors import CheckpointError, DeviceError, ModelError
 from vstain.models import (
     asp_dgrank,  # noqa: F401  (registers asp-dgrank)
+    implicit_stainer,  # noqa: F401  (registers implicit-stainer)
     k_stain,  # noqa: F401  (registers k-stain)
     pix2pix,  # noqa: F401  (registers pix2pix and pyramid-pix2pix)
 )

@@ -29,6 +29,7 @@ from vstain.models.base import ModelCard, Prediction, StainModel, TrainState, to
 from vstain.models.blocks.adaptive_diffusion import AdaptiveDiffusion
 from vstain.models.blocks.resnet_generator import STRIDE, ResnetGenerator
 from vstain.models.blocks.time_patchgan import TimePatchGAN
+from vstain.models.blocks.tta import DIHEDRAL, transform, untransform
 from vstain.models.registry import register
 from vstain.train.losses import (
     PatchSampleMLP,
@@ -43,8 +44,6 @@ SETTINGS = ("paired", "unpaired")
 SAMPLINGS = ("attention", "uniform")
 #: Generator terms that need the real IHC at the same place as the H&E (off when unpaired).
 PAIRED_TERMS = ("g_a2sp", "g_gp")
-#: Test-time augmentations in the order ``tta`` takes them: 4 rotations, then the same flipped.
-DIHEDRAL = tuple((turns, flip) for flip in (False, True) for turns in range(4))
 
 _PAPER = {
     "setting": "paired",
@@ -258,16 +257,12 @@ class AspDGRank(StainModel):
         H&E) its attention maps (``attention``, B x layers x H x W, each scaled to max 1)."""
         if not 1 <= tta <= len(DIHEDRAL):
             raise ModelError(f"tta must be 1 .. {len(DIHEDRAL)} augmentations, got {tta}.")
-        outs = torch.stack([self._augmented(x, *DIHEDRAL[i]) for i in range(tta)])
+        outs = torch.stack(
+            [untransform(self.generator(transform(x, t, f)), t, f) for t, f in DIHEDRAL[:tta]]
+        )
         spread = (outs.std(0) / 2).mean(1, keepdim=True) if tta > 1 else None
         attention = None if reference is None else self.attention_maps(reference, x)
         return Prediction(ihc=outs.mean(0), uncertainty=spread, attention=attention)
-
-    def _augmented(self, x: Tensor, turns: int, flip: bool) -> Tensor:
-        """G applied to ``x`` rotated and flipped, mapped back."""
-        x = torch.rot90(x.flip(-1) if flip else x, turns, (-2, -1))
-        y = torch.rot90(self.generator(x), -turns, (-2, -1))
-        return y.flip(-1) if flip else y
 
     def attention_maps(self, reference: Tensor, he: Tensor) -> Tensor:
         """Per-layer attention of a real IHC in [0, 1] at the H&E ``he``'s size, max 1 per map."""

@@ -47,24 +47,18 @@ def store_path(request: StainRequest, sha256: str) -> Path:
     return request.out_dir / f"{request.slide.path.name}.{model}-t{request.tile}{options}.zarr"
 
 
-class StainJob:
-    """Runs a `StainRequest` on its own thread; read its state from any thread."""
+class ThreadJob:
+    """Work on its own thread, with a cancel token; its state is read from any thread and an
+    error it raises is kept in ``error`` for the widget to show on the main thread."""
 
-    def __init__(self, request: StainRequest, models: ModelCache):
-        self.request = request
-        self.models = models
+    name = "vstain-job"
+
+    def __init__(self):
         self.cancel_token = CancelToken()
-        self.store: Path | None = None
-        self.downsample = 1.0
-        self.part = 0
-        self.progress: Progress | None = None
-        self.updates = 0
-        self._landed: deque[Tile] = deque()
-        self.results: list[RunResult] = []
         self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True, name="vstain-stain-job")
+        self._thread = threading.Thread(target=self._run, daemon=True, name=self.name)
 
-    def start(self) -> StainJob:
+    def start(self):
         self._thread.start()
         return self
 
@@ -84,6 +78,33 @@ class StainJob:
     def cancelled(self) -> bool:
         return self.cancel_token.cancelled
 
+    def _run(self) -> None:
+        try:
+            self.work()
+        except BaseException as e:  # reported by the widget on the main thread
+            self.error = e
+
+    def work(self) -> None:
+        raise NotImplementedError
+
+
+class StainJob(ThreadJob):
+    """Runs a `StainRequest` on its own thread."""
+
+    name = "vstain-stain-job"
+
+    def __init__(self, request: StainRequest, models: ModelCache):
+        super().__init__()
+        self.request = request
+        self.models = models
+        self.store: Path | None = None
+        self.downsample = 1.0
+        self.part = 0
+        self.progress: Progress | None = None
+        self.updates = 0
+        self._landed: deque[Tile] = deque()
+        self.results: list[RunResult] = []
+
     def take_landed(self) -> list[Tile]:
         """Tiles written since the last call (their boxes are in pixels of the model's level)."""
         tiles = []
@@ -96,13 +117,7 @@ class StainJob:
         self.progress = progress
         self.updates += 1
 
-    def _run(self) -> None:
-        try:
-            self._stain()
-        except BaseException as e:  # reported by the widget on the main thread
-            self.error = e
-
-    def _stain(self) -> None:
+    def work(self) -> None:
         request = self.request
         model, sha256 = self.models.get(request.checkpoint, request.device)
         if request.tile % model.size_multiple:

@@ -45,6 +45,14 @@ def rasterised(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {**outputs, "keypoints": keypoint_raster(outputs["keypoints"], height, width)}
 
 
+def tile_function(model, device, options: dict | None = None):
+    """The tile engine's batch function for ``model`` on ``device`` (already there): predictions
+    with ``options``, point outputs rasterised."""
+    from vstain.models.device import predict_batch
+
+    return lambda batch: rasterised(predict_batch(model, batch, device, **(options or {})))
+
+
 def choose_level(slide: Slide, model_pixel_size: float | None) -> int:
     """The slide level whose pixel size is nearest the model's (level 0 when either is unknown)."""
     if model_pixel_size is None or slide.pixel_size is None:
@@ -101,7 +109,7 @@ def stain_slide(
     ``options`` go to the model's ``predict`` (sampler steps, n_samples, ...); they are part of
     the store's settings, so a resume with other options is refused instead of mixing outputs.
     """
-    from vstain.models.device import choose_device, predict_batch
+    from vstain.models.device import choose_device
 
     slide = slide if isinstance(slide, Slide) else open_slide(slide)
     model = load_model(model, device)
@@ -123,7 +131,7 @@ def stain_slide(
         toward = (toward[0] / ds, toward[1] / ds)
     result = stain_level(
         slide,
-        lambda batch: rasterised(predict_batch(model, batch, dev, **(options or {}))),
+        tile_function(model, dev, options),
         store,
         specs=output_specs(card.outputs),
         level=level,

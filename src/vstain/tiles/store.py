@@ -11,9 +11,11 @@ A tile's core is exactly one chunk at level 0, so each tile is written once, and
 coarser level whose downsample factor is at most the tile size lies inside one chunk there
 too; those shares are queued and written by `OutputStore.flush` (about once a second), one
 read-modify-write per coarse chunk. Coarser levels (only for slides over ~100k px) are
-rebuilt by :meth:`OutputStore.finish`. The done flag is set after all of a tile's writes, and zarr
-writes chunks atomically, so a killed run resumes without recomputing finished tiles and without
-torn chunks.
+rebuilt by :meth:`OutputStore.finish`. Concurrent writers (batch workers) each own blocks of tiles
+the size of a done-map chunk; their tiles update only the coarse levels whose chunks lie inside one
+block, and :meth:`OutputStore.build_levels` builds the rest once every block is done. The done
+flag is set after all of a tile's writes, and zarr writes chunks atomically, so a killed run
+resumes without recomputing finished tiles and without torn chunks.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from vstain.errors import OutputExistsError, VstainError
 from vstain.io import create_ome_zarr, downsample_2x, open_ome_zarr_levels
 from vstain.tiles.grid import Tile
 
-#: Grid cells per chunk of the done-map: a block of 8 x 8 tiles is the unit distributed workers own.
+#: Grid cells per chunk of the done-map (default): a block of tiles is the unit one writer owns.
 DONE_BLOCK = 8
 PENDING, COMPUTED, BACKGROUND = 0, 1, 2
 #: Coarse-level shares and done flags are flushed at most this often (seconds), or when this many
@@ -90,8 +92,9 @@ class OutputSpec:
 class OutputStore:
     """Open output store; see the module docstring for its layout."""
 
-    def __init__(self, path: Path, specs: list[OutputSpec], tile: int):
+    def __init__(self, path: Path, specs: list[OutputSpec], tile: int, concurrent: bool = False):
         self.path = Path(path)
+        self.concurrent = concurrent
         self.specs = {s.name: s for s in specs}
         self.tile = tile
         self.root = zarr.open_group(self.path, mode="r+")
@@ -99,6 +102,7 @@ class OutputStore:
             name: open_ome_zarr_levels(self.path / name, mode="r+") for name in self.specs
         }
         self.done = self.root["done"]
+        self.block = int(self.done.chunks[0])
         self._last_flush = time.monotonic()
         self._pending: dict[tuple, list] = {}
         self._pending_done: list[tuple[tuple[int, int], int]] = []
@@ -119,9 +123,11 @@ class OutputStore:
         settings: dict,
         overwrite: bool = False,
         n_levels: int | None = None,
+        done_block: int = DONE_BLOCK,
     ) -> OutputStore:
         """Create an empty store for an image of ``shape`` (Y, X); pyramid depth as the writers'
-        default (down to a few hundred px) unless ``n_levels`` is given."""
+        default (down to a few hundred px) unless ``n_levels`` is given. ``done_block`` tiles per
+        side of a done-map chunk: the block one concurrent writer owns."""
         path = Path(path)
         if path.exists() and not overwrite:
             raise OutputExistsError(
@@ -146,7 +152,7 @@ class OutputStore:
             "done",
             shape=(rows, cols),
             dtype="uint8",
-            chunks=(DONE_BLOCK, DONE_BLOCK),
+            chunks=(done_block, done_block),
             fill_value=PENDING,
         )
         settings = {
@@ -159,15 +165,16 @@ class OutputStore:
         return cls(path, specs, tile)
 
     @classmethod
-    def open(cls, path) -> OutputStore:
-        """Open an existing store (to resume it or read its progress)."""
+    def open(cls, path, *, concurrent: bool = False) -> OutputStore:
+        """Open an existing store (to resume it or read its progress); ``concurrent`` when other
+        processes write other blocks of it at the same time (see `shared_factor`)."""
         path = Path(path)
         try:
             attrs = dict(zarr.open_group(path, mode="r").attrs)["vstain"]
         except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError) as e:
             raise VstainError(f"{path} is not a vstain output store ({e}).") from e
         specs = [OutputSpec(**s) for s in attrs["outputs"]]
-        return cls(path, specs, attrs["tile"])
+        return cls(path, specs, attrs["tile"], concurrent)
 
     def check_settings(self, expected: dict) -> None:
         """Refuse to resume a store made with other settings (source, tile, model...)."""
@@ -178,6 +185,13 @@ class OutputStore:
                 f"{self.path} was made with other settings ({', '.join(diff)} differ); "
                 "use --overwrite to replace it or choose another output path."
             )
+
+    @property
+    def shared_factor(self) -> int:
+        """Coarsest downsample factor whose chunks each tile updates itself: the tile size, or
+        for a concurrent writer the largest power of two dividing its block, so that it never
+        touches a coarse chunk another block shares. Coarser levels come from `build_levels`."""
+        return min(self.tile, self.block & -self.block) if self.concurrent else self.tile
 
     def done_map(self) -> np.ndarray:
         return np.asarray(self.done[:])
@@ -190,7 +204,7 @@ class OutputStore:
             spec, levels = self.specs[name], self.levels[name]
             levels[0][:, y0:y1, x0:x1] = block
             for k in range(1, len(levels)):
-                if 2**k > self.tile:
+                if 2**k > self.shared_factor:
                     break
                 block = spec.downsample(block)
                 ky, kx = y0 >> k, x0 >> k
@@ -218,10 +232,11 @@ class OutputStore:
         self._pending.clear()
         blocks: dict[tuple[int, int], list] = {}
         for (r, c), state in self._pending_done:
-            blocks.setdefault((r // DONE_BLOCK, c // DONE_BLOCK), []).append((r, c, state))
+            blocks.setdefault((r // self.block, c // self.block), []).append((r, c, state))
+        b = self.block
         for (br, bc), flags in blocks.items():
-            rows = slice(br * DONE_BLOCK, min((br + 1) * DONE_BLOCK, self.done.shape[0]))
-            cols = slice(bc * DONE_BLOCK, min((bc + 1) * DONE_BLOCK, self.done.shape[1]))
+            rows = slice(br * b, min((br + 1) * b, self.done.shape[0]))
+            cols = slice(bc * b, min((bc + 1) * b, self.done.shape[1]))
             block = np.asarray(self.done[rows, cols])
             for r, c, state in flags:
                 block[r - rows.start, c - cols.start] = state
@@ -235,10 +250,23 @@ class OutputStore:
         self.write_tile(tile, blocks, BACKGROUND)
 
     def finish(self) -> None:
-        """Flush, then rebuild levels coarser than the tile size from the level above (small)."""
+        """Flush; then, unless other writers may still be at work (``concurrent``), build the
+        levels coarser than `shared_factor`."""
         self.flush()
+        if not self.concurrent:
+            self.build_levels()
+
+    def build_levels(self) -> None:
+        """Rebuild every level coarser than `shared_factor` from the one above, chunk by chunk
+        (for the levels concurrent writers left, open the store with ``concurrent=True``)."""
+        t = self.tile
         for name, spec in self.specs.items():
             levels = self.levels[name]
             for k in range(1, len(levels)):
-                if 2**k > self.tile:
-                    levels[k][...] = spec.downsample(np.asarray(levels[k - 1][...]))
+                if 2**k <= self.shared_factor:
+                    continue
+                above, level = levels[k - 1], levels[k]
+                for y in range(0, level.shape[1], t):
+                    for x in range(0, level.shape[2], t):
+                        source = np.asarray(above[:, 2 * y : 2 * (y + t), 2 * x : 2 * (x + t)])
+                        level[:, y : y + t, x : x + t] = spec.downsample(source)

@@ -1,0 +1,150 @@
+"""Plan a cohort: per slide, an output store and the chunk-aligned blocks of tiles still to do."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import chain, zip_longest
+from pathlib import Path
+
+import numpy as np
+
+from vstain.errors import OutputExistsError, VstainError
+from vstain.io import open_slide
+from vstain.stain import TIFF_SUFFIXES, choose_level, model_settings, output_specs
+from vstain.tiles import TileGrid
+from vstain.tiles.job import open_output, run_settings
+from vstain.tiles.store import PENDING
+
+
+@dataclass(frozen=True)
+class SlideJob:
+    """What a worker needs to stain blocks of one slide (small: sent with every block)."""
+
+    source: str
+    store: str
+    level: int
+    tile: int
+    halo: int
+    align: int
+    shape: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Block:
+    """Grid rows [r0, r1) x columns [c0, c1) of slide ``slide``: one done-map chunk, one writer."""
+
+    slide: int
+    rows: tuple[int, int]
+    cols: tuple[int, int]
+
+    @property
+    def indices(self) -> list[tuple[int, int]]:
+        return [(r, c) for r in range(*self.rows) for c in range(*self.cols)]
+
+
+@dataclass(frozen=True)
+class SlidePlan:
+    """One slide of the cohort: its job, final output, and the blocks this run must compute
+    (``already_done`` counts the tiles of the other, finished blocks)."""
+
+    job: SlideJob
+    out: Path
+    pixel_size: float | None
+    blocks: list[Block]
+    tiles: int
+    already_done: int
+    ome_tiff: bool
+    finished: bool = False  # the OME-TIFF of an earlier run is already there
+
+
+def check_block(block: int) -> int:
+    """A block side (tiles) must be a power of two, so coarse pyramid chunks nest in blocks."""
+    if block < 1 or block & (block - 1):
+        raise VstainError(f"--block must be a power of two (1, 2, 4, 8, ...), got {block}.")
+    return block
+
+
+def output_path(source: Path, out_dir: Path, ome_tiff: bool) -> Path:
+    """``DIR/<slide name>.zarr`` or ``DIR/<slide name>.ome.tif``."""
+    name = source.name
+    for suffix in (".ome.tiff", ".ome.tif", *TIFF_SUFFIXES, ".ome.zarr", ".zarr"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    else:
+        name = Path(name).stem
+    return out_dir / f"{name}{'.ome.tif' if ome_tiff else '.zarr'}"
+
+
+def check_outputs(outs: list[Path], resume: bool, overwrite: bool) -> None:
+    """Refuse two slides with one output name, and existing outputs without resume/overwrite."""
+    seen = {}
+    for out in outs:
+        if out in seen:
+            raise VstainError(f"Two slides would both write {out}; give the slides distinct names.")
+        seen[out] = True
+    exists = [o for o in outs if o.exists() or o.with_name(o.name + ".zarr").exists()]
+    if exists and not (resume or overwrite):
+        raise OutputExistsError(
+            f"{exists[0]} exists ({len(exists)} outputs do). Use --resume to continue that run "
+            "or --overwrite to replace them."
+        )
+
+
+def pending_blocks(slide: int, done: np.ndarray, block: int) -> list[Block]:
+    """Blocks of ``block`` x ``block`` grid cells with at least one pending tile, raster order."""
+    rows, cols = done.shape
+    return [
+        Block(slide, (r, min(r + block, rows)), (c, min(c + block, cols)))
+        for r in range(0, rows, block)
+        for c in range(0, cols, block)
+        if (done[r : r + block, c : c + block] == PENDING).any()
+    ]
+
+
+def plan_slide(
+    index: int,
+    source: Path,
+    model,
+    out: Path,
+    *,
+    tile: int | None,
+    block: int,
+    resume: bool,
+    overwrite: bool,
+) -> SlidePlan:
+    """Open ``source``, create (or reopen to resume) its store, list its unfinished blocks."""
+    slide = open_slide(source)
+    card = model.card
+    level = choose_level(slide, card.pixel_size)
+    tile = tile or card.tile_size
+    shape = tuple(int(s) for s in slide.levels[level].shape[:2])
+    grid = TileGrid(shape, tile, card.halo, model.size_multiple)
+    n_tiles = int(np.prod(grid.grid_shape))
+    ome_tiff = out.suffix.lower() in TIFF_SUFFIXES
+    store_path = out.with_name(out.name + ".zarr") if ome_tiff else out
+    job = SlideJob(str(source), str(store_path), level, tile, card.halo, grid.align, shape)
+    pixel_size = slide.level_pixel_size(level)
+    if ome_tiff and out.exists() and resume and not overwrite and not store_path.exists():
+        return SlidePlan(job, out, pixel_size, [], n_tiles, n_tiles, ome_tiff, finished=True)
+    store = open_output(
+        store_path,
+        shape=shape,
+        tile=tile,
+        specs=output_specs(card.outputs),
+        pixel_size=pixel_size,
+        settings=run_settings(slide, level, card.halo, grid.align, "crop", model_settings(card)),
+        resume=resume,
+        overwrite=overwrite,
+        done_block=block,
+    )
+    blocks = pending_blocks(index, store.done_map(), store.block)
+    skipped = n_tiles - sum(len(b.indices) for b in blocks)
+    return SlidePlan(job, out, pixel_size, blocks, n_tiles, skipped, ome_tiff)
+
+
+def interleave(plans: list[SlidePlan]) -> list[Block]:
+    """Blocks round-robin over slides (first block of each slide, then the second...), so a big
+    or slow slide never holds back the others."""
+    rounds = zip_longest(*(p.blocks for p in plans))
+    return [b for b in chain.from_iterable(rounds) if b is not None]

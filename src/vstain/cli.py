@@ -92,6 +92,60 @@ def cmd_stain(args) -> int:
     return 0
 
 
+def cmd_batch(args) -> int:
+    """Stain many slides on dask.distributed: a local cluster of --workers processes, or the
+    cluster at --scheduler; one OME-Zarr (or OME-TIFF) per slide in --out and a JSON summary."""
+    from vstain.batch import SUMMARY_NAME, stain_slides
+
+    with _ProgressBar("blocks") as bar:
+
+        def progress(p) -> None:
+            if p.done == 0:
+                bar.bar.write(_dashboard_line(p.dashboard))
+            bar.update_counts(p.done, p.total)
+
+        summary = stain_slides(
+            args.slides,
+            args.model,
+            args.out,
+            scheduler=args.scheduler,
+            workers=args.workers,
+            device=args.device,
+            tile=args.tile,
+            block=args.block,
+            batch_size=args.batch_size,
+            torch_threads=args.threads,
+            ome_tiff=args.ome_tiff,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            summary_path=args.summary,
+            progress=progress,
+            cancel=bar.cancel,
+        )
+    done = sum(s.status == "done" for s in summary.slides)
+    print(
+        f"{done} of {len(summary.slides)} slides done: {summary.tiles} tiles in "
+        f"{summary.seconds:.1f} s ({summary.tiles_per_second:.2f} tiles/s) on "
+        f"{summary.workers} workers; summary: {args.summary or args.out / SUMMARY_NAME}"
+    )
+    for failure in summary.failures:
+        print(f"vstain: failed: {failure['slide']}: {failure['error']}", file=sys.stderr)
+    if summary.cancelled:
+        print("Interrupted; rerun with --resume to finish.", file=sys.stderr)
+        return 130
+    return 3 if summary.failures else 0
+
+
+def _dashboard_line(link: str | None) -> str:
+    import importlib.util
+
+    if link is None:
+        return "dask dashboard: not served by this scheduler"
+    if importlib.util.find_spec("bokeh") is None:
+        return f"dask dashboard: {link} (needs bokeh here: pip install 'bokeh>=3.1')"
+    return f"dask dashboard: {link}"
+
+
 def cmd_synth_slide(args) -> int:
     """Write a simulated H&E slide (and its IHC) as pyramidal OME-TIFF, tile by tile, with the
     spec and true H&E -> IHC transform in OUT.synth.json."""
@@ -157,21 +211,7 @@ def cmd_train(args) -> int:
     )
     if args.out.exists() and not (args.resume or args.overwrite):
         raise VstainError(f"{args.out} exists. Use --resume to continue it or --overwrite.")
-
-    class Bar:
-        def __init__(self):
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=args.steps, unit="step", disable=None)
-
-        def on_step(self, step, losses, seconds):
-            self.bar.n = step
-            self.bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=True)
-
-        def on_validation(self, step, metrics):
-            self.bar.write(f"step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
-
-    bar = Bar()
+    bar = _TrainBar(args.steps)
     result = train(
         model,
         data,
@@ -189,6 +229,94 @@ def cmd_train(args) -> int:
     )
     bar.bar.close()
     print(f"{args.out}: {result.steps} steps; validation {result.validation[-1:] or 'none'}")
+    return 0
+
+
+class _TrainBar:
+    """Trainer callback: a step progress bar with the losses, and a line per validation."""
+
+    def __init__(self, steps: int):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=steps, unit="step", disable=None)
+
+    def on_step(self, step, losses, seconds):
+        self.bar.n = step
+        self.bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=True)
+
+    def on_validation(self, step, metrics):
+        scores = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float))
+        self.bar.write(f"step {step}: {scores}")
+
+
+def _registered_ihc(args, he, ihc):
+    """The IHC under H&E regions: the slide itself (--aligned), or warped by a registration
+    (--registration JSON, else registered here)."""
+    from vstain.register import Registration, register
+
+    if args.aligned:
+        return ihc
+    if args.registration:
+        reg = Registration.load(args.registration)
+    else:
+        print("Registering the IHC to the H&E...", file=sys.stderr)
+        reg = register(he, ihc, flow=True)
+    if not reg.ok:
+        raise VstainError(
+            f"The registration is not reliable (quality {reg.quality:.2f}). Register in napari "
+            "(Compare with real IHC, with control points if needed), save it, and pass "
+            "--registration FILE; or --aligned for slides that are already aligned."
+        )
+    return lambda x, y, w, h, level: reg.warp_ihc_region(ihc, x, y, w, h, he.downsamples[level])[0]
+
+
+def cmd_finetune(args) -> int:
+    """Fine-tune a checkpoint on rectangles (GeoJSON, QuPath-compatible) of an H&E slide and its
+    real IHC; OUT keeps the best validated weights and the base is never written."""
+    import dataclasses
+
+    from vstain.io import open_slide
+    from vstain.models import read_card
+    from vstain.stain import choose_level
+    from vstain.train.finetune import finetune
+    from vstain.train.region_geojson import read_regions
+    from vstain.weights import resolve_checkpoint
+
+    base = resolve_checkpoint(args.checkpoint)
+    he, ihc = open_slide(args.he), open_slide(args.ihc)
+    regions = read_regions(args.regions)
+    if args.validation:
+        regions += [dataclasses.replace(r, validation=True) for r in read_regions(args.validation)]
+    level = choose_level(he, read_card(base).pixel_size)
+    bar = _TrainBar(args.steps)
+    result = finetune(
+        base,
+        he,
+        _registered_ihc(args, he, ihc),
+        regions,
+        args.out,
+        part=args.part,
+        steps=args.steps,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        crop=args.crop,
+        level=level,
+        augment=not args.no_augment,
+        val_every=args.val_every,
+        device=args.device,
+        seed=args.seed,
+        resume=args.resume,
+        sources={"he": str(args.he), "ihc": str(args.ihc)},
+        callbacks=[bar],
+    )
+    bar.bar.close()
+    if result.checkpoint is None:
+        print("Stopped before the first validation: nothing better than the base to keep.")
+        return 1
+    print(f"{result.checkpoint}: step {result.best_step} of {result.steps} kept")
+    for name, scores in (("before", result.before), ("after", result.after)):
+        if scores:
+            print(f"  {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
     return 0
 
 
@@ -310,6 +438,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_option_argument(stain)
     stain.set_defaults(run=cmd_stain)
 
+    batch = sub.add_parser(
+        "batch", help="stain many slides on dask.distributed", description=cmd_batch.__doc__
+    )
+    batch.add_argument("slides", nargs="+", type=Path)
+    batch.add_argument("--model", required=True, help="shipped name or .safetensors checkpoint")
+    batch.add_argument("--out", required=True, type=Path, help="output folder")
+    where = batch.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", help="address of a running dask scheduler (tcp://host:8786)")
+    where.add_argument("--workers", type=int, help="local worker processes (default: GPUs or 1)")
+    batch.add_argument("--threads", type=int, help="torch threads per worker (default: cores/N)")
+    batch.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    batch.add_argument("--ome-tiff", action="store_true", help="convert outputs to OME-TIFF")
+    batch.add_argument("--tile", type=int, help="tile size (default: the model card's)")
+    batch.add_argument("--block", type=int, default=8, help="tiles per side of a work unit")
+    batch.add_argument("--batch-size", type=int, default=4)
+    batch.add_argument("--summary", type=Path, help="JSON summary (default OUT/batch-summary.json)")
+    again = batch.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="re-run only unfinished blocks")
+    again.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    batch.set_defaults(run=cmd_batch)
+
     from vstain.synth.spec import MARKERS, MODES
 
     synth = sub.add_parser(
@@ -363,6 +512,30 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", action="store_true")
     g.add_argument("--overwrite", action="store_true")
     tr.set_defaults(run=cmd_train)
+
+    ft = sub.add_parser(
+        "finetune", help="fine-tune a checkpoint on slide regions", description=cmd_finetune.__doc__
+    )
+    ft.add_argument("--checkpoint", required=True, help="base checkpoint or shipped name")
+    ft.add_argument("--he", required=True, type=Path, help="H&E slide")
+    ft.add_argument("--ihc", required=True, type=Path, help="real IHC slide (adjacent section)")
+    ft.add_argument("--regions", required=True, type=Path, help="rectangles, GeoJSON (QuPath)")
+    ft.add_argument("--validation", type=Path, help="validation rectangles, GeoJSON")
+    ft.add_argument("--out", required=True, type=Path, help="new checkpoint .safetensors")
+    ft.add_argument("--part", choices=("all", "decoder", "norm"), default="all")
+    ft.add_argument("--steps", type=int, default=300)
+    ft.add_argument("--lr", type=float, help="learning rate (default: the model's)")
+    ft.add_argument("--batch-size", type=int, default=4)
+    ft.add_argument("--crop", type=int, default=128)
+    ft.add_argument("--no-augment", action="store_true")
+    ft.add_argument("--val-every", type=int, default=50)
+    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--device", default="auto")
+    ft.add_argument("--resume", action="store_true", help="continue an interrupted fine-tune")
+    align = ft.add_mutually_exclusive_group()
+    align.add_argument("--registration", type=Path, help="registration JSON (Compare widget)")
+    align.add_argument("--aligned", action="store_true", help="the IHC is already aligned")
+    ft.set_defaults(run=cmd_finetune)
 
     ev = sub.add_parser(
         "evaluate", help="score models on paired tiles", description=cmd_evaluate.__doc__

@@ -154,3 +154,28 @@ def test_regions_round_trip_through_geojson_and_read_qupath_exports(tmp_path):
     (tmp_path / "bad.geojson").write_text("{")
     with pytest.raises(Exception, match="Cannot read regions"):
         read_regions(tmp_path / "bad.geojson")
+
+
+def test_finetune_command_runs_headless_from_geojson(pair, base, tmp_path, capsys):
+    from vstain.cli import main
+
+    regions = write_regions(tmp_path / "r.geojson", REGIONS[:2])
+    validation = write_regions(tmp_path / "v.geojson", [Region(0, 256, 256, 256)])
+
+    def command(out, *extra):
+        args = ["finetune", "--checkpoint", str(base), "--he", str(pair[0]), "--ihc", str(pair[1])]
+        args += ["--regions", str(regions), "--validation", str(validation), "--out", str(out)]
+        args += ["--steps", "4", "--val-every", "2", "--crop", "64", "--batch-size", "2"]
+        return main([*args, *extra])
+
+    out = tmp_path / "cli.safetensors"
+    assert command(out, "--aligned") == 0
+    card = read_card(out)
+    assert f"step {card.steps} of 4 kept" in capsys.readouterr().out and card.steps in (2, 4)
+    assert card.provenance["slides"] == {"he": str(pair[0]), "ihc": str(pair[1])}
+    assert [r["validation"] for r in card.provenance["regions"]] == [False, False, True]
+    (tmp_path / "bad.json").write_text("{}")
+    assert (
+        command(tmp_path / "other.safetensors", "--registration", str(tmp_path / "bad.json")) == 2
+    )
+    assert "Cannot read registration" in capsys.readouterr().err

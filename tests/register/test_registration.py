@@ -37,9 +37,9 @@ FLIP = np.array([[-1, 0, SIZE - 1], [0, 1, 0], [0, 0, 1]], float)  # np.fliplr
     [
         (lambda a: a, np.eye(3)),
         (lambda a: np.rot90(a, 1), ROT90),
-        (lambda a: np.rot90(a, 2), ROT90 @ ROT90),
-        (lambda a: np.rot90(a, 3), ROT90 @ ROT90 @ ROT90),
-        (lambda a: a[:, ::-1], FLIP),
+        pytest.param(lambda a: np.rot90(a, 2), ROT90 @ ROT90, marks=pytest.mark.slow),
+        pytest.param(lambda a: np.rot90(a, 3), ROT90 @ ROT90 @ ROT90, marks=pytest.mark.slow),
+        pytest.param(lambda a: a[:, ::-1], FLIP, marks=pytest.mark.slow),
         (lambda a: np.rot90(a[:, ::-1], 1), ROT90 @ FLIP),
     ],
     ids=["adjacent", "rot90", "rot180", "rot270", "flip", "flip-rot90"],

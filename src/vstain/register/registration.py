@@ -1,8 +1,10 @@
-"""Similarity registration of an adjacent-section IHC slide to its H&E, on hematoxylin.
+"""Registration of an adjacent-section IHC slide to its H&E, on hematoxylin.
 
-Both stains carry hematoxylin, so ORB features of the hematoxylin concentration at a coarse
-scale are matched and a similarity transform is fitted with RANSAC, once for the IHC as is and
-once mirrored (ORB is rotation invariant, so this covers every rotation and flip).
+Both stains carry hematoxylin. A coarse similarity comes from ORB features at about
+``COARSE_SIDE`` px and RANSAC, once for the IHC as is and once mirrored (ORB is rotation
+invariant, so this covers every rotation and flip); it is refined to an affine map on tissue
+windows at a finer level (`vstain.register.refine`) and optionally by a dense optical-flow field
+(`vstain.register.flow`).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,38 +21,53 @@ from skimage.feature import ORB, match_descriptors
 from skimage.measure import ransac
 from skimage.transform import SimilarityTransform, warp
 
-from vstain.color import rgb_to_concentrations
-from vstain.errors import VstainError
 from vstain.io.slide import Slide
+from vstain.register.errors import RegistrationError
+from vstain.register.field import DisplacementField
+from vstain.register.flow import flow_field
+from vstain.register.refine import apply, refine_affine
+from vstain.register.sampling import (
+    block_centres,
+    hematoxylin_through,
+    sample,
+    slide_hematoxylin,
+)
 
 QUALITY_OK = 0.3  # NCC of hematoxylin after warping; below this the result is not trusted
+AGREEMENT_OK = 0.5  # fraction of refinement windows the map must explain to be trusted
 COARSE_SIDE = 1200  # longer side (px) of the H&E image the features are found on
 NCC_SIGMA = 4.0  # Gaussian blur (coarse px) before the NCC: compare tissue, not single cells
 MIN_INLIERS = 12  # a fit with fewer RANSAC inliers is rejected
+INVERSE_STEPS = 30  # fixed-point iterations inverting the displacement field
 
-
-class RegistrationError(VstainError):
-    """Two slides cannot be registered (no pixel size ratio, no common features)."""
+__all__ = ["AGREEMENT_OK", "QUALITY_OK", "Registration", "RegistrationError", "register"]
 
 
 @dataclass
 class Registration:
-    """A similarity / affine map from H&E level-0 pixels to IHC level-0 pixels."""
+    """A map from H&E level-0 pixels to IHC level-0 pixels: ``matrix @ (p + field(p))``.
+
+    ``agreement`` is the fraction of refinement windows the affine map explains (None when it
+    was not refined); ``field`` the optional local displacement (None: affine only).
+    """
 
     matrix: np.ndarray  # 3 x 3, H&E px -> IHC px (x, y)
     he_pixel_size: float | None
     ihc_pixel_size: float | None
     quality: float  # NCC of hematoxylin in the overlap after warping, in [0, 1]
     inliers: int
+    agreement: float | None = None
+    field: DisplacementField | None = None
 
     @property
     def ok(self) -> bool:
-        """True when ``quality`` reaches ``QUALITY_OK``."""
-        return self.quality >= QUALITY_OK
+        """True when ``quality`` reaches ``QUALITY_OK`` and ``agreement`` ``AGREEMENT_OK``."""
+        agrees = self.agreement is None or self.agreement >= AGREEMENT_OK
+        return self.quality >= QUALITY_OK and agrees
 
     @property
     def matrix_um(self) -> np.ndarray:
-        """The map in micrometres (H&E um -> IHC um); needs both pixel sizes."""
+        """The affine part in micrometres (H&E um -> IHC um); needs both pixel sizes."""
         if self.he_pixel_size is None or self.ihc_pixel_size is None:
             raise RegistrationError("A slide has no pixel size; the map is only known in pixels.")
         return (
@@ -61,93 +78,81 @@ class Registration:
 
     def he_to_ihc_points(self, xy: np.ndarray) -> np.ndarray:
         """Map (N, 2) H&E (x, y) level-0 pixels to IHC level-0 pixels."""
-        return _apply(self.matrix, xy)
+        xy = np.asarray(xy, float).reshape(-1, 2)
+        return _map(self, xy)
 
     def ihc_to_he_points(self, xy: np.ndarray) -> np.ndarray:
         """Map (N, 2) IHC (x, y) level-0 pixels to H&E level-0 pixels."""
-        return _apply(np.linalg.inv(self.matrix), xy)
+        p = apply(np.linalg.inv(self.matrix), np.asarray(xy, float).reshape(-1, 2))
+        if self.field is None:
+            return p
+        target = p
+        for _ in range(INVERSE_STEPS):  # solve p + d(p) = target
+            p = target - self.field.at(p)
+        return p
+
+    def warp_ihc_region(
+        self, ihc: Slide, x: int, y: int, w: int, h: int, downsample: float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The IHC on the H&E region (x, y, w, h) of a level ``downsample`` times level 0.
+
+        Returns (h, w, 3) uint8 (white where the IHC does not reach) and the (h, w) bool mask of
+        pixels the IHC covers. Only the IHC under the region is read, from its closest level.
+        """
+        ys, xs = np.mgrid[0:h, 0:w]
+        he0 = apply(block_centres(downsample), np.stack([xs + x, ys + y], -1))
+        q = _map(self, he0)
+        return sample(ihc, q, downsample * math.sqrt(abs(np.linalg.det(self.matrix[:2, :2]))))
 
     def warp_ihc_tile(
         self, ihc: Slide, x: int, y: int, w: int, h: int, level: int = 0
     ) -> np.ndarray:
         """The IHC resampled onto the H&E region (x, y, w, h) of H&E ``level``, (h, w, 3) uint8.
 
-        ``level`` is taken as a power-of-two downsample of the H&E. Only the IHC level-0
-        region under the tile is read; outside the IHC is white.
+        ``level`` is taken as a power-of-two downsample of the H&E; outside the IHC is white.
         """
-        f = 2.0**level
-        to_he0 = np.array([[f, 0, x * f + (f - 1) / 2], [0, f, y * f + (f - 1) / 2], [0, 0, 1]])
-        tile_to_ihc = self.matrix @ to_he0
-        corners = np.array([[0, 0], [w - 1, 0], [0, h - 1], [w - 1, h - 1]], float)
-        q = _apply(tile_to_ihc, corners)
-        ih, iw = ihc.shape
-        x0, y0 = np.floor(q.min(0)).astype(int) - 2
-        x1, y1 = np.ceil(q.max(0)).astype(int) + 3
-        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, iw), min(y1, ih)
-        out = np.full((h, w, 3), 255, np.uint8)
-        if x1 <= x0 or y1 <= y0:
-            return out
-        region = ihc.levels[0][y0:y1, x0:x1].compute()
-        local = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]]) @ tile_to_ihc
-        rc = _swap_xy(local)  # output (row, col) -> input (row, col)
-        for c in range(3):
-            out[..., c] = ndimage.affine_transform(
-                region[..., c], rc, output_shape=(h, w), order=1, cval=255
-            )
-        return out
+        return self.warp_ihc_region(ihc, x, y, w, h, 2.0**level)[0]
 
     def save(self, path: str | Path) -> None:
-        """Write the registration as JSON."""
+        """Write the registration as JSON (the displacement field inside it)."""
         data = {
             "matrix": self.matrix.tolist(),
             "he_pixel_size": self.he_pixel_size,
             "ihc_pixel_size": self.ihc_pixel_size,
             "quality": self.quality,
             "inliers": self.inliers,
+            "agreement": self.agreement,
+            "field": None if self.field is None else self.field.to_dict(),
         }
-        Path(path).write_text(json.dumps(data, indent=2))
+        Path(path).write_text(json.dumps(data))
 
     @classmethod
     def load(cls, path: str | Path) -> Registration:
         """Read a registration written by ``save``."""
         try:
             data = json.loads(Path(path).read_text())
+            field = data.get("field")
+            agreement = data.get("agreement")
             return cls(
                 np.asarray(data["matrix"], float),
                 data["he_pixel_size"],
                 data["ihc_pixel_size"],
                 float(data["quality"]),
                 int(data["inliers"]),
+                None if agreement is None else float(agreement),
+                None if field is None else DisplacementField.from_dict(field),
             )
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, TypeError) as e:
             raise RegistrationError(
                 f"Cannot read registration {path}: {e}. Save it again with Registration.save."
             ) from e
 
 
-def _apply(m: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    xy = np.asarray(xy, float).reshape(-1, 2)
-    return xy @ m[:2, :2].T + m[:2, 2]
-
-
-def _swap_xy(m: np.ndarray) -> np.ndarray:
-    p = np.array([[0, 1, 0], [1, 0, 0], [0, 0, 1]], float)
-    return p @ m @ p
-
-
-def _coarse_to_full(f: int) -> np.ndarray:
-    """Map a pixel of a ``f``-times block-averaged image to level-0 pixels."""
-    return np.array([[f, 0, (f - 1) / 2], [0, f, (f - 1) / 2], [0, 0, 1]], float)
-
-
-def _hematoxylin(slide: Slide, f: int) -> np.ndarray:
-    """Hematoxylin concentration of level 0 block-averaged by ``f``."""
-    lvl = slide.levels[0]
-    h, w = (lvl.shape[0] // f) * f, (lvl.shape[1] // f) * f
-    rgb = lvl[:h, :w].astype(np.float32).reshape(h // f, f, w // f, f, 3).mean(axis=(1, 3))
-    rgb = np.asarray(rgb.compute())
-    conc = rgb_to_concentrations(np.clip(rgb, 1, 255).astype(np.uint8))[..., 0]
-    return np.clip(conc, 0, None).astype(np.float32)
+def _map(reg: Registration, xy: np.ndarray) -> np.ndarray:
+    """H&E level-0 (..., 2) points to IHC level-0 points."""
+    if reg.field is not None:
+        xy = xy + reg.field.at(xy)
+    return apply(reg.matrix, xy)
 
 
 def _features(image: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -192,32 +197,14 @@ def _fit(
     return model.params, int(inl.sum())
 
 
-def register(
-    he: Slide, ihc: Slide, *, progress: Callable[[float], None] | None = None
-) -> Registration:
-    """Register ``ihc`` to ``he`` with a similarity transform found on hematoxylin.
-
-    Parameters
-    ----------
-    he, ihc
-        The H&E and the IHC of an adjacent section.
-    progress
-        Called with the fraction done (0-1).
-    """
-    if (he.pixel_size is None) != (ihc.pixel_size is None):
-        raise RegistrationError(
-            "Only one slide has a pixel size; set pixel_size on both or on neither."
-        )
-    ratio = 1.0 if he.pixel_size is None else ihc.pixel_size / he.pixel_size
-    fh = max(1, round(max(he.shape) / COARSE_SIDE))
-    fi = max(1, round(fh / ratio))
-    he_h, ihc_h = _hematoxylin(he, fh), _hematoxylin(ihc, fi)
+def _coarse(
+    he_h: np.ndarray, ihc_h: np.ndarray, fh: int, fi: int
+) -> tuple[float, np.ndarray, int] | None:
+    """Best (NCC, level-0 similarity, inliers) of the IHC as is and mirrored, or None."""
     he_f = _features(he_h)
     he_smooth = ndimage.gaussian_filter(he_h, NCC_SIGMA)
-    best: tuple[float, np.ndarray, int] = (-1.0, np.eye(3), 0)
-    for step, mirror in enumerate((False, True)):
-        if progress is not None:
-            progress(step / 2)
+    best = None
+    for mirror in (False, True):
         image = ihc_h[:, ::-1] if mirror else ihc_h
         flip = np.array([[-1, 0, ihc_h.shape[1] - 1], [0, 1, 0], [0, 0, 1]], float)
         fit = _fit(he_f, _features(image))
@@ -228,10 +215,75 @@ def register(
         smooth = ndimage.gaussian_filter(image, sigma)
         moved = warp(smooth, t, output_shape=he_h.shape, order=1, cval=np.nan)
         quality = _ncc(he_smooth, moved)
-        if quality > best[0]:
+        if best is None or quality > best[0]:
             m = (flip if mirror else np.eye(3)) @ t
-            full = _coarse_to_full(fi) @ m @ np.linalg.inv(_coarse_to_full(fh))
+            full = block_centres(fi) @ m @ np.linalg.inv(block_centres(fh))
             best = (quality, full, inliers)
-    if progress is not None:
-        progress(1.0)
-    return Registration(best[1], he.pixel_size, ihc.pixel_size, max(best[0], 0.0), best[2])
+    return best
+
+
+def _quality(reg: Registration, ihc: Slide, he_h: np.ndarray, fh: int) -> float:
+    """NCC of the blurred H&E hematoxylin and the IHC hematoxylin brought onto it by ``reg``."""
+    scale = fh * math.sqrt(abs(np.linalg.det(reg.matrix[:2, :2])))
+    h, valid = hematoxylin_through(ihc, lambda xy: _map(reg, xy), he_h.shape, fh, scale)
+    moved = ndimage.gaussian_filter(h, NCC_SIGMA)
+    inside = ndimage.binary_erosion(valid, iterations=int(2 * NCC_SIGMA))
+    return _ncc(ndimage.gaussian_filter(he_h, NCC_SIGMA), np.where(inside, moved, np.nan))
+
+
+def register(
+    he: Slide,
+    ihc: Slide,
+    *,
+    refine: bool = True,
+    flow: bool = False,
+    progress: Callable[[float], None] | None = None,
+) -> Registration:
+    """Register ``ihc`` to ``he`` on hematoxylin.
+
+    Parameters
+    ----------
+    he, ihc
+        The H&E and the IHC of an adjacent section.
+    refine
+        Refit the coarse similarity as an affine map on tissue windows at a finer level.
+    flow
+        Add a local displacement field from optical flow (only on a map that is ``ok``).
+    progress
+        Called with the fraction done (0-1).
+    """
+    report = progress or (lambda _: None)
+    if (he.pixel_size is None) != (ihc.pixel_size is None):
+        raise RegistrationError(
+            "Only one slide has a pixel size; set pixel_size on both or on neither."
+        )
+    ratio = 1.0 if he.pixel_size is None else ihc.pixel_size / he.pixel_size
+    fh = max(1, round(max(he.shape) / COARSE_SIDE))
+    fi = max(1, round(fh / ratio))
+    report(0.0)
+    he_h = slide_hematoxylin(he, fh)
+    coarse = _coarse(he_h, slide_hematoxylin(ihc, fi), fh, fi)
+    report(0.5)
+    if coarse is None:
+        report(1.0)
+        return Registration(
+            np.eye(3), he.pixel_size, ihc.pixel_size, 0.0, 0, 0.0 if refine else None
+        )
+    quality, matrix, inliers = coarse
+    reg = Registration(matrix, he.pixel_size, ihc.pixel_size, quality, inliers)
+    if refine:
+        fit = refine_affine(he, ihc, matrix, he_h, fh)
+        reg = replace(reg, matrix=fit.matrix, agreement=fit.agreement)
+        reg = replace(reg, quality=_quality(reg, ihc, he_h, fh))
+    report(0.7)
+    if flow and reg.ok:
+        reg = replace(reg, field=flow_field(he, ihc, reg.matrix))
+        reg = replace(reg, quality=_quality(reg, ihc, he_h, fh))
+    report(1.0)
+    return reg
+
+
+def measure_quality(reg: Registration, he: Slide, ihc: Slide) -> float:
+    """The quality `register` reports, for any map (e.g. one fitted to control points)."""
+    fh = max(1, round(max(he.shape) / COARSE_SIDE))
+    return _quality(reg, ihc, slide_hematoxylin(he, fh), fh)

@@ -4,6 +4,10 @@ docs/images/napari_he.png              the demo H&E slide opened with the vstain
 docs/images/napari_overlay.png         the Virtual stain widget; a drawn rectangle stained, the
                                        virtual IHC over the H&E, unstained tiles transparent
 docs/images/napari_side_by_side.png    H&E | real IHC (adjacent section) | virtual IHC, one camera
+docs/images/napari_compare.png         the Compare widget: real IHC registered and shown through
+                                       its affine, DAB difference map and positivity table
+docs/images/napari_finetune.png        the Fine-tune widget after a short run: loss and
+                                       validation plots, the re-stained preview
 
 python docs/make_screenshots.py [FOLDER]   # re-runs itself under xvfb-run when there is no display
 """
@@ -99,7 +103,53 @@ def main(folder: Path) -> None:
         wait_until_idle(widget, timeout=600)
         settle(app)
         viewer.screenshot(str(folder / "napari_side_by_side.png"), canvas_only=False)
+        widget.side_button.click()
+        compare_and_finetune(viewer, app, folder, he, Path(stores))
     viewer.close()
+
+
+def wait_for(widget, app) -> None:
+    while widget.busy:
+        settle(app, 0.1)
+    settle(app)
+
+
+def compare_and_finetune(viewer, app, folder: Path, he, stores: Path) -> None:
+    """Register the real IHC and compare a view; then fine-tune on two rectangles."""
+    from vstain.napari.compare_widget import CompareWidget
+    from vstain.napari.finetune_widget import FinetuneWidget
+    from vstain.napari.sample_data import IHC_NAME
+
+    compare = CompareWidget(viewer)
+    dock = viewer.window.add_dock_widget(compare, name="Compare with real IHC")
+    compare.real_box.setCurrentText(IHC_NAME)
+    compare.register()
+    wait_for(compare, app)
+    viewer.reset_view()
+    viewer.scene.camera.zoom *= 2.5
+    settle(app)
+    compare.compute_difference()
+    wait_for(compare, app)
+    viewer.screenshot(str(folder / "napari_compare.png"), canvas_only=False)
+    viewer.window.remove_dock_widget(dock)
+
+    tune = FinetuneWidget(viewer)
+    viewer.window.add_dock_widget(tune, name="Fine-tune")
+    size = 512 * he.scale[-1]
+    y, x = np.asarray(viewer.scene.camera.center[-2:]) - size
+    squares = [[[y, x], [y + size, x + size]], [[y + size, x], [y + 2 * size, x + size]]]
+    shapes = viewer.add_shapes(squares, shape_type="rectangle", name="regions", units="um")
+    shapes.face_color = "transparent"
+    tune.shapes_box.setCurrentText("regions")
+    tune.ihc_box.setCurrentText(IHC_NAME)
+    shapes.selected_data = {1}
+    tune.toggle_validation()
+    tune.out_edit.setText(str(stores / "tuned.safetensors"))
+    tune.steps_box.setValue(40)
+    tune.val_every_box.setValue(10)
+    tune.train()
+    wait_for(tune, app)
+    viewer.screenshot(str(folder / "napari_finetune.png"), canvas_only=False)
 
 
 if __name__ == "__main__":

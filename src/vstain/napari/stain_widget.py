@@ -12,7 +12,7 @@ from pathlib import Path
 
 from napari.layers import Image, Shapes
 from napari.utils import notifications
-from qtpy.QtCore import QEvent, QObject, QTimer
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -36,6 +36,8 @@ from vstain.models import ModelError, choose_device, read_card
 from vstain.models.device import available_devices
 from vstain.models.registry import predict_options
 from vstain.napari import store_layers
+from vstain.napari.closing import ShutdownOnClose
+from vstain.napari.hub import hub
 from vstain.napari.job import StainJob, StainRequest
 from vstain.napari.model_choice import ModelCache, card_summary, card_warning, layer_prefix
 from vstain.napari.option_widgets import OptionsPanel
@@ -89,7 +91,7 @@ def slide_path_of(layer) -> Path:
     return Path(path)
 
 
-def _wrapping_label(text: str = "") -> QLabel:
+def wrapping_label(text: str = "") -> QLabel:
     """A label that wraps its text to the panel's width instead of widening the panel."""
     label = QLabel(text)
     label.setWordWrap(True)
@@ -97,7 +99,7 @@ def _wrapping_label(text: str = "") -> QLabel:
     return label
 
 
-class VirtualStainWidget(QWidget):
+class VirtualStainWidget(ShutdownOnClose, QWidget):
     """Model, device and layer pickers; Stain view / Auto / selection / whole slide; progress."""
 
     def __init__(self, napari_viewer):
@@ -114,7 +116,6 @@ class VirtualStainWidget(QWidget):
         self._layers: list = []
         self._seen_updates = 0
         self._pending: tuple | None = None  # (request, slide layer, layer name prefix)
-        self._watching_close = False
 
         self._build()
         self._poll_timer = QTimer(self)
@@ -137,12 +138,13 @@ class VirtualStainWidget(QWidget):
             event.connect(self._update_layer_boxes)
         self._update_layer_boxes()
         self.viewer.canvas.grid.events.enabled.connect(self._sync_side_by_side)
+        hub.checkpoint_saved.connect(self.load_checkpoint)
 
     # ---- construction -------------------------------------------------------------------------
 
     def _build(self) -> None:
         self.model_box = QComboBox()
-        self.card_label, self.warning_label = _wrapping_label(), _wrapping_label()
+        self.card_label, self.warning_label = wrapping_label(), wrapping_label()
         self.warning_label.setStyleSheet("color: #f0a030; font-weight: bold;")
         self.device_box = QComboBox()
         self._fill_devices()
@@ -205,7 +207,7 @@ class VirtualStainWidget(QWidget):
         progress = QHBoxLayout()
         progress.addWidget(self.progress_bar)
         progress.addWidget(self.cancel_button)
-        self.status_label = _wrapping_label("Idle")
+        self.status_label = wrapping_label("Idle")
 
         layout = QVBoxLayout(self)
         layout.addLayout(form)
@@ -373,7 +375,7 @@ class VirtualStainWidget(QWidget):
             out_dir=self._out_dir(slide),
         )
         order = (request, layer, layer_prefix(self.checkpoint.stem, read_card(self.checkpoint)))
-        self._watch_close()
+        self.watch_close()
         if self._job is None:
             self._start(*order)
             return
@@ -542,17 +544,6 @@ class VirtualStainWidget(QWidget):
 
     def _sync_side_by_side(self, event=None) -> None:
         self.side_button.setChecked(self.viewer.canvas.grid.enabled)
-
-    def _watch_close(self) -> None:
-        """Cancel the running job when the window holding this widget closes (napari quits)."""
-        if not self._watching_close:
-            self.window().installEventFilter(self)
-            self._watching_close = True
-
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
-        if event.type() == QEvent.Type.Close:
-            self.shutdown()
-        return False
 
     def shutdown(self) -> None:
         """Cancel running and queued work, wait for the thread to stop, free the model."""

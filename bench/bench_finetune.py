@@ -3,9 +3,9 @@
 The base is the shipped pix2pix demo checkpoint (trained on simulated CK8/18 slides with their
 own stain vectors). The target is a simulated same-section pair with other stain vectors (12 deg
 jitter), a weaker marker (DAB OD 0.55 at full expression) and another scanner. Four 512 x 512
-rectangles on tissue train, two more validate; `vstain finetune` runs for STEPS steps on this
-CPU. Printed: validation PSNR / SSIM / DAB correlation / positive-object F1 before and after,
-and the wall time.
+rectangles where the real IHC shows the marker train, two more validate; `vstain finetune` runs
+STEPS steps on this CPU. Printed: validation PSNR / SSIM / DAB correlation / positive-object F1
+before and after, and the wall time.
 
 python bench/bench_finetune.py [--steps 300] [--part all]
 """
@@ -34,18 +34,20 @@ def target_pair(folder: Path) -> tuple[Path, Path]:
     return he, ihc
 
 
-def tissue_rectangles(he: Path, n: int) -> list[tuple[int, int]]:
-    """Corners of the ``n`` non-overlapping CROP squares with the most tissue."""
+def marker_rectangles(ihc: Path, n: int) -> list[tuple[int, int]]:
+    """Corners of the ``n`` non-overlapping CROP squares with the most DAB-positive area in the
+    real IHC (where a pathologist would outline regions to learn the marker from)."""
+    from vstain.color import dab_od
     from vstain.io import open_slide
-    from vstain.tiles.job import slide_tissue_mask
 
-    slide = open_slide(he)
-    mask = slide_tissue_mask(slide)
-    f = slide.shape[0] / mask.shape[0]
+    slide = open_slide(ihc)
+    level = min(2, len(slide.levels) - 1)
+    f = slide.downsamples[level]
+    positive = dab_od(np.asarray(slide.levels[level])) > 0.2
     cells = []
     for y in range(0, SIZE - CROP + 1, CROP):
         for x in range(0, SIZE - CROP + 1, CROP):
-            part = mask[int(y / f) : int((y + CROP) / f), int(x / f) : int((x + CROP) / f)]
+            part = positive[int(y / f) : int((y + CROP) / f), int(x / f) : int((x + CROP) / f)]
             cells.append((part.mean(), x, y))
     return [(x, y) for _, x, y in sorted(cells, reverse=True)[:n]]
 
@@ -62,7 +64,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         he, ihc = target_pair(tmp)
-        corners = tissue_rectangles(he, 6)
+        corners = marker_rectangles(ihc, 6)
         rng = np.random.default_rng(0)
         order = rng.permutation(len(corners))
         regions = [Region(*corners[k], CROP, CROP, validation=i >= 4) for i, k in enumerate(order)]

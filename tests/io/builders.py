@@ -143,3 +143,18 @@ def assert_levels_are_pyramid_of(slide, image, n_levels: int) -> None:
     assert [lvl.shape for lvl in slide.levels] == [e.shape for e in expected]
     for ours, exp in zip(slide.levels, expected, strict=True):
         np.testing.assert_array_equal(ours.compute(), exp)
+
+
+def write_synth_pair(folder: Path, size: int, seed: int) -> list[Path]:
+    """A simulated same-section CK8/18 H&E / IHC pair at 0.5 um/px as deflate OME-TIFFs."""
+    from vstain.io import write_ome_tiff
+    from vstain.io.slide import Slide
+    from vstain.synth import synth_slide
+
+    synth = synth_slide("ck818", size=size, seed=seed)
+    paths = []
+    for name, array in (("he", synth.he), ("ihc", synth.ihc)):
+        path = folder / f"{name}.ome.tif"
+        write_ome_tiff(Slide(path, [array], 0.5), path, pixel_size=0.5, compression="deflate")
+        paths.append(path)
+    return paths

@@ -3,13 +3,11 @@
 import numpy as np
 import pytest
 
+from tests.io.builders import write_synth_pair
 from tests.napari.conftest import tiny_checkpoint
-from vstain.io import write_ome_tiff
-from vstain.io.slide import Slide
 from vstain.models import load_checkpoint, read_card, sha256_file
 from vstain.napari.finetune_widget import PREVIEW, FinetuneWidget, shape_regions
 from vstain.napari.stain_widget import VirtualStainWidget
-from vstain.synth import synth_slide
 from vstain.train.region_geojson import read_regions, write_regions
 from vstain.train.regions import Region
 
@@ -19,14 +17,7 @@ SIZE = 512
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("ftpair")
-    synth = synth_slide("ck818", size=SIZE, seed=9)
-    paths = []
-    for name, array in (("he", synth.he), ("ihc", synth.ihc)):
-        path = folder / f"{name}.ome.tif"
-        write_ome_tiff(Slide(path, [array], 0.5), path, pixel_size=0.5, compression="deflate")
-        paths.append(path)
-    return paths
+    return write_synth_pair(tmp_path_factory.mktemp("ftpair"), SIZE, seed=9)
 
 
 @pytest.fixture

@@ -6,10 +6,9 @@ import json
 import pytest
 import torch
 
-from vstain.io import open_slide, write_ome_tiff
-from vstain.io.slide import Slide
+from tests.io.builders import write_synth_pair
+from vstain.io import open_slide
 from vstain.models import create, load_checkpoint, read_card, save_checkpoint, sha256_file
-from vstain.synth import synth_slide
 from vstain.tiles import CancelToken
 from vstain.train.finetune import FinetuneError, finetune, select_part, trainable_counts
 from vstain.train.region_geojson import read_regions, write_regions
@@ -22,14 +21,7 @@ REGIONS = [Region(0, 0, 256, 256), Region(256, 0, 256, 256), Region(0, 256, 256,
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     """A 512 px simulated same-section H&E / IHC pair on disk (same geometry: no registration)."""
-    folder = tmp_path_factory.mktemp("pair")
-    synth = synth_slide("ck818", size=SIZE, seed=7)
-    slides = []
-    for name, array in (("he", synth.he), ("ihc", synth.ihc)):
-        path = folder / f"{name}.ome.tif"
-        write_ome_tiff(Slide(path, [array], 0.5), path, pixel_size=0.5, compression="deflate")
-        slides.append(path)
-    return slides
+    return write_synth_pair(tmp_path_factory.mktemp("pair"), SIZE, seed=7)
 
 
 @pytest.fixture

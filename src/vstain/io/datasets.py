@@ -451,3 +451,28 @@ def open_paired_dataset(
         seed=seed,
         mask_cache_dir=mask_cache_dir,
     )
+
+
+class MarkerDataset(Dataset):
+    """Uniplex pairs of several markers as one dataset; each item also carries ``"marker"``, the
+    index of the dataset it came from (e.g. one ``PairedDataset`` per marker folder), as the
+    multi-stain models train on it."""
+
+    def __init__(self, datasets: Sequence[Dataset]):
+        if not datasets or not all(len(d) for d in datasets):
+            raise DatasetError("MarkerDataset needs one non-empty dataset per marker.")
+        self.datasets = list(datasets)
+        self.offsets = np.cumsum([0] + [len(d) for d in self.datasets])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Pass the epoch on to every marker's dataset that takes it."""
+        for data in self.datasets:
+            if hasattr(data, "set_epoch"):
+                data.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, index: int) -> dict:
+        marker = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        return {**self.datasets[marker][index - int(self.offsets[marker])], "marker": marker}

@@ -10,6 +10,7 @@ from vstain.models import (
     implicit_stainer,  # noqa: F401  (registers implicit-stainer)
     k_stain,  # noqa: F401  (registers k-stain)
     pix2pix,  # noqa: F401  (registers pix2pix and pyramid-pix2pix)
+    stain_diffuser,  # noqa: F401  (registers stain-diffuser and its two variants)
 )
 from vstain.models.base import ModelCard, Prediction, StainModel, TrainState
 from vstain.models.checkpoint import load_checkpoint, read_card, save_checkpoint, sha256_file

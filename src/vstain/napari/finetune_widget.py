@@ -139,7 +139,7 @@ class FinetuneWidget(ShutdownOnClose, QWidget):
         self.progress_bar.setFormat("%v / %m steps")
         self.status_label = wrapping_label("Draw rectangles on the H&E where the real IHC is good.")
         self.loss_plot = LinePlot("training losses", log=True)
-        self.val_plot = LinePlot("validation")
+        self.val_plot = LinePlot("validation (each line on its own scale)", own_scale=True)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(buttons)

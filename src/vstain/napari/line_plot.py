@@ -15,11 +15,13 @@ MARGIN = 28
 
 
 class LinePlot(QWidget):
-    """Series of (x, y) points with a legend; ``log`` plots log10(y) (losses)."""
+    """Series of (x, y) points with a legend; ``log`` plots log10(y) (losses); ``own_scale``
+    stretches each series to its own range (PSNR in dB beside SSIM in 0..1), the legend giving
+    the values."""
 
-    def __init__(self, title: str, log: bool = False):
+    def __init__(self, title: str, log: bool = False, own_scale: bool = False):
         super().__init__()
-        self.title, self.log = title, log
+        self.title, self.log, self.own_scale = title, log, own_scale
         self.series: dict[str, list[tuple[float, float]]] = {}
         self.setMinimumHeight(140)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
@@ -42,6 +44,11 @@ class LinePlot(QWidget):
     def _value(self, y: float) -> float:
         return math.log10(y) if self.log else y
 
+    def _range(self, points: list[tuple[float, float]]) -> tuple[float, float]:
+        ys = [self._value(p[1]) for p in points]
+        y0, y1 = min(ys), max(ys)
+        return (y0 - 0.5, y1 + 0.5) if y1 - y0 < 1e-9 else (y0, y1)
+
     def paintEvent(self, event) -> None:
         painter = QPainter(self)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
@@ -52,20 +59,19 @@ class LinePlot(QWidget):
         if not points:
             painter.drawText(6, 34, "no points yet")
             return
-        xs, ys = [p[0] for p in points], [self._value(p[1]) for p in points]
+        xs = [p[0] for p in points]
         x0, x1 = min(xs), max(max(xs), min(xs) + 1)
-        y0, y1 = min(ys), max(ys)
-        y0, y1 = (y0 - 0.5, y1 + 0.5) if y1 - y0 < 1e-9 else (y0, y1)
         w, h = self.width() - 2 * MARGIN, self.height() - 2 * MARGIN
-
-        def at(x: float, y: float) -> QPointF:
-            return QPointF(
-                MARGIN + (x - x0) / (x1 - x0) * w,
-                MARGIN + (1 - (self._value(y) - y0) / (y1 - y0)) * h,
-            )
-
         painter.drawText(6, self.height() - 6, f"step {x0:g} - {x1:g}")
         for k, (name, series) in enumerate(self.series.items()):
+            y0, y1 = self._range(series if self.own_scale else points)
+
+            def at(x: float, y: float, y0=y0, y1=y1) -> QPointF:
+                return QPointF(
+                    MARGIN + (x - x0) / (x1 - x0) * w,
+                    MARGIN + (1 - (self._value(y) - y0) / (y1 - y0)) * h,
+                )
+
             colour = QColor(COLOURS[k % len(COLOURS)])
             painter.setPen(QPen(colour, 1.5))
             for a, b in itertools.pairwise(series):

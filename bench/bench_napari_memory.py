@@ -7,7 +7,9 @@ resident memory (RSS) after each view and its growth from the WARMUP-th view to 
 should stay within the caches' limits (napari's dask cache for the H&E layer, the engine's
 decoded-chunk cache), not grow with the area visited.
 
-python bench/bench_napari_memory.py   # re-runs itself under xvfb-run when there is no display
+python bench/bench_napari_memory.py [DASK_CACHE_MIB]   # re-runs itself under xvfb-run without a
+                                                       # display; DASK_CACHE_MIB resizes napari's
+                                                       # dask cache (default: napari's own size)
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ def main() -> None:
     widget = VirtualStainWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Virtual stain")
     fit_canvas(viewer, app)
-    dask_cache: Cache = resize_dask_cache()
+    limit = int(sys.argv[1]) * 2**20 if len(sys.argv) > 1 else None
+    dask_cache: Cache = resize_dask_cache(limit)
     out = {
         "slide_px": SIZE,
         "canvas": list(viewer.canvas.size),

@@ -89,3 +89,30 @@ def test_control_points_refit_the_registration(compare, qtbot):
     viewer.layers[IHC_POINTS].data = viewer.layers[IHC_POINTS].data[:2]
     widget.refit_from_points()  # a notification, not an exception
     assert np.allclose(widget.registration.matrix, truth, atol=1e-6)
+
+
+def test_k_stain_keypoints_and_their_displacements_show_over_the_he(compare, qtbot, tmp_path):
+    import torch
+
+    from vstain.models import create, save_checkpoint
+    from vstain.napari.compare_widget import DISPLACEMENTS, KEYPOINTS_HE, KEYPOINTS_IHC
+
+    viewer, widget, he, _, _ = compare
+    widget.register()
+    wait(qtbot, widget)
+    torch.manual_seed(0)
+    model = create("k-stain", "small", pixel_size=0.5)
+    checkpoint = save_checkpoint(model, tmp_path / "k.safetensors")
+    widget.show_keypoints(tiny_checkpoint(tmp_path / "p.safetensors"))  # not k-stain: notified
+    assert KEYPOINTS_HE not in viewer.layers
+    widget.show_keypoints(checkpoint)
+    wait(qtbot, widget)
+    n = model.config["n_keypoints"]
+    he_points, ihc_points = viewer.layers[KEYPOINTS_HE].data, viewer.layers[KEYPOINTS_IHC].data
+    assert he_points.shape == ihc_points.shape == (n, 2)
+    vectors = viewer.layers[DISPLACEMENTS].data
+    np.testing.assert_allclose(vectors[:, 0], he_points)
+    np.testing.assert_allclose(vectors[:, 0] + vectors[:, 1], ihc_points)
+    extent = np.asarray(he.level_shapes[0][:2]) * he.scale
+    assert (he_points >= 0).all() and (he_points <= extent).all()
+    assert "keypoint pairs" in widget.status_label.text()

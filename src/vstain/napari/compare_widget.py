@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (
 
 from vstain.errors import RegionError, SlideError, VstainError
 from vstain.io import Slide, open_slide
+from vstain.models import load_checkpoint
 from vstain.napari import registration_layers as placement
 from vstain.napari.stain_widget import notify_error, slide_path_of, wrapping_label
 from vstain.napari.viewport import rectangle_regions, visible_region
@@ -42,7 +43,7 @@ from vstain.register.review import (
     difference_map,
     discordance,
 )
-from vstain.register.review_region import ReviewRegion
+from vstain.register.review_region import ReviewRegion, keypoint_pairs
 
 VIEW = "Visible region"
 #: Longest side (px) of a difference map; larger regions are computed at a coarser level.
@@ -55,6 +56,8 @@ DISCORDANCE_COLOURS = {
     BOTH: "yellow",
 }
 HE_POINTS, IHC_POINTS = "control points (H&E)", "control points (real IHC)"
+KEYPOINTS_HE, KEYPOINTS_IHC = "K-Stain keypoints (H&E)", "K-Stain keypoints (real IHC)"
+DISPLACEMENTS = "K-Stain keypoint displacement"
 
 
 class CompareWidget(QWidget):
@@ -98,6 +101,12 @@ class CompareWidget(QWidget):
         self.export_button = QPushButton("Export CSV...")
         self.export_button.setEnabled(False)
         self.export_button.clicked.connect(self._export_csv)
+        self.keypoints_button = QPushButton("K-Stain keypoints...")
+        self.keypoints_button.setToolTip(
+            "Keypoints of a K-Stain checkpoint on the H&E and the registered real IHC at the view "
+            "centre, and the displacement between them"
+        )
+        self.keypoints_button.clicked.connect(self._ask_keypoints)
         self.side_button = QPushButton("Side by side")
         self.side_button.setCheckable(True)
         self.side_button.toggled.connect(self.set_side_by_side)
@@ -109,6 +118,7 @@ class CompareWidget(QWidget):
         actions.addWidget(self.region_box, 2, 1)
         actions.addWidget(self.export_button, 3, 0)
         actions.addWidget(self.side_button, 3, 1)
+        actions.addWidget(self.keypoints_button, 4, 0, 1, 2)
 
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, 1)
@@ -355,6 +365,60 @@ class CompareWidget(QWidget):
                 self._positivity.write_csv(path)
             except OSError as e:
                 notify_error(e)
+
+    # ---- K-Stain keypoints -----------------------------------------------------------------------
+
+    def _ask_keypoints(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "A K-Stain checkpoint", "", "*.safetensors")
+        if path:
+            self.show_keypoints(path)
+
+    def show_keypoints(self, checkpoint: str | Path) -> None:
+        """Points layers of a K-Stain model's keypoints on the H&E and on the registered real
+        IHC (in view), and a Vectors layer from each H&E keypoint to its IHC partner."""
+        try:
+            reg = self.registration
+            if reg is None:
+                raise SlideError("Register the real IHC first (Register).")
+            model = load_checkpoint(checkpoint)
+            if model.card.architecture != "k-stain":
+                raise SlideError(
+                    f"{Path(checkpoint).name} is a {model.card.architecture} checkpoint; "
+                    "keypoints need a k-stain one."
+                )
+            he = self._layer(self.he_box, "H&E")
+            slides = self._slide(he), self._slide(self._layer(self.real_box, "real IHC"))
+            region = visible_region(self.viewer, he)
+        except VstainError as e:
+            notify_error(e)
+            return
+        self._run(
+            "Finding keypoints",
+            lambda: keypoint_pairs(model, reg, *slides, region),
+            lambda pairs: self._show_keypoints(he, *pairs),
+        )
+
+    def _show_keypoints(self, he, he_xy: np.ndarray, ihc_xy: np.ndarray) -> None:
+        he_world, ihc_world = (
+            np.array([he.data_to_world((y, x)) for x, y in xy]).reshape(-1, 2)
+            for xy in (he_xy, ihc_xy)
+        )
+        units = {"units": tuple(str(u) for u in he.units[-2:])}
+        placement.put_layer(
+            self.viewer, KEYPOINTS_HE, "points", he_world, face_color="lime", size=8, **units
+        )
+        placement.put_layer(
+            self.viewer, KEYPOINTS_IHC, "points", ihc_world, face_color="orange", size=8, **units
+        )
+        vectors = np.stack([he_world, ihc_world - he_world], axis=1)
+        placement.put_layer(
+            self.viewer, DISPLACEMENTS, "vectors", vectors, edge_color="yellow", **units
+        )
+        shift = np.linalg.norm(ihc_xy - he_xy, axis=1)
+        self.status_label.setText(
+            f"{len(he_xy)} keypoint pairs; displacement median {np.median(shift):.1f} px, "
+            f"max {shift.max():.1f} px (H&E pixels)."
+        )
 
     # ---- side by side ---------------------------------------------------------------------------
 

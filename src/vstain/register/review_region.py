@@ -75,3 +75,36 @@ class ReviewRegion:
             ihc, self.x, self.y, self.width, self.height, self.downsample
         )
         return RegionPair(virtual, real, covered & computed)
+
+
+#: Longest side (px) of the tile K-Stain's detector looks at for the review overlay.
+KEYPOINT_SIDE = 512
+
+
+def keypoint_pairs(
+    model, registration: Registration, he: Slide, ihc: Slide, region: tuple[int, int, int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """K-Stain keypoints of the H&E and of the registered real IHC in one tile at the centre of
+    ``region`` (H&E level 0, x, y, w, h): two (N, 2) arrays of level-0 (x, y) H&E pixels. Their
+    difference is what the registration leaves misaligned, as K-Stain sees it."""
+    import torch
+
+    m = model.size_multiple
+    x, y, w, h = region
+    side_w = max(m, min(w, KEYPOINT_SIDE) // m * m)
+    side_h = max(m, min(h, KEYPOINT_SIDE) // m * m)
+    x0 = int(np.clip(x + (w - side_w) // 2, 0, max(he.shape[1] - side_w, 0)))
+    y0 = int(np.clip(y + (h - side_h) // 2, 0, max(he.shape[0] - side_h, 0)))
+    he_tile = he.read_region(x0, y0, side_w, side_h)
+    ihc_tile = registration.warp_ihc_region(ihc, x0, y0, side_w, side_h)[0]
+    device = next(model.parameters()).device
+
+    def tensor(rgb: np.ndarray):
+        return torch.from_numpy(rgb.transpose(2, 0, 1).copy()).float().div(255)[None].to(device)
+
+    found = model.correspond(tensor(he_tile), tensor(ihc_tile))
+    offset = np.array([x0, y0], float)
+    return (
+        found.he_keypoints[0].cpu().numpy() + offset,
+        found.ihc_keypoints[0].cpu().numpy() + offset,
+    )

@@ -27,6 +27,19 @@ def pair() -> dict[str, torch.Tensor]:
     return make_pair()
 
 
+class GradState:
+    """A TrainState that only backpropagates, so the gradients stay for inspection."""
+
+    progress = 0.0
+
+    def __init__(self):
+        self.names = []
+
+    def backward_step(self, name, loss):
+        self.names.append(name)
+        loss.backward()
+
+
 class Payload:
     """Pickles to a call that creates ``marker``: proves whether a loader unpickles."""
 

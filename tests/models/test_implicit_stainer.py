@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.models.conftest import GradState
 from vstain.models import (
     ModelError,
     SimpleTrainState,
@@ -27,19 +28,6 @@ def model(seed: int = 0, card: dict | None = None, **changes):
     torch.manual_seed(seed)
     cfg = {**model_configs(NAME)["small"], "perceptual_backbone": None, **changes}
     return create(NAME, cfg, **(card or {}))
-
-
-class GradState:
-    """A TrainState that only backpropagates, so the gradients stay for inspection."""
-
-    progress = 0.0
-
-    def __init__(self):
-        self.names = []
-
-    def backward_step(self, name, loss):
-        self.names.append(name)
-        loss.backward()
 
 
 @pytest.mark.parametrize("config", ["small", "paper"])

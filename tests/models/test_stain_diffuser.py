@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.models.conftest import GradState
 from vstain.color.dab_mask import signed_distance
 from vstain.errors import DatasetError
 from vstain.io.datasets import MarkerDataset
@@ -30,19 +31,6 @@ def model(name="stain-diffuser", seed=0, card=None, randomise=True, **changes):
             if not p.detach().any():
                 torch.nn.init.normal_(p, 0.0, 0.05)
     return m
-
-
-class GradState:
-    """Backpropagates only, keeping the gradients for inspection."""
-
-    progress = 0.0
-
-    def __init__(self):
-        self.names = []
-
-    def backward_step(self, name, loss):
-        self.names.append(name)
-        loss.backward()
 
 
 # --- schedule and sampler -------------------------------------------------------------------

@@ -31,7 +31,7 @@ system-deps:
 
 demo: setup
 	@if [ -n "$$DISPLAY" ]; then $(VENV)/bin/vstain demo; \
-	else $(XVFB) $(VENV)/bin/vstain demo --screenshot docs/images/demo.png; \
+	else $(XVFB) $(VENV)/bin/vstain demo --screenshot docs/images/demo.png && \
 	  echo "No display: ran headless, screenshot in docs/images/demo.png"; fi
 
 test: setup

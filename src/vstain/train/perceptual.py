@@ -16,9 +16,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import Tensor, nn
-from torchvision.models import VGG16_Weights
-from torchvision.models.vgg import cfgs, make_layers
 
+from vstain import triton_guard  # noqa: F401  (before torchvision, imported in the functions)
 from vstain.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -34,12 +33,16 @@ _STD = (0.229, 0.224, 0.225)
 
 def cached_vgg16_path() -> Path:
     """Where torchvision keeps its ImageNet VGG16 weights in the torch cache."""
+    from torchvision.models import VGG16_Weights
+
     filename = VGG16_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
 def vgg16_features() -> nn.Sequential:
     """torchvision's VGG16 conv layers (``vgg16().features``), without the classifier."""
+    from torchvision.models.vgg import cfgs, make_layers
+
     return make_layers(cfgs["D"])
 
 

@@ -1,0 +1,37 @@
+"""torch must not load Triton after napari's software OpenGL (Mesa's LLVM): that segfaults."""
+
+import subprocess
+import sys
+
+import pytest
+
+from vstain.triton_guard import mesa_llvm_loaded
+
+pytestmark = pytest.mark.gui
+
+AFTER_VIEWER = """
+import napari
+viewer = napari.Viewer(show=False)
+viewer.add_image(__import__("numpy").zeros((8, 8)))
+viewer.screenshot()
+import vstain.models
+from vstain.train.perceptual import vgg16_features
+vstain.models.create("implicit-stainer")  # imports torchvision, which imports torch._dynamo
+vgg16_features()
+print("alive", "triton" in __import__("sys").modules)
+"""
+
+
+def test_models_load_after_a_viewer_without_crashing():
+    done = subprocess.run([sys.executable, "-c", AFTER_VIEWER], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "alive" in done.stdout
+
+
+def test_mesa_llvm_is_recognised_from_the_memory_map(tmp_path):
+    maps = tmp_path / "maps"
+    maps.write_text("7f89-7f8a r-xp 0 08:01 1 /usr/lib/x86_64-linux-gnu/libLLVM-15.so.1\n")
+    assert mesa_llvm_loaded(maps)
+    maps.write_text("7f89-7f8a r-xp 0 08:01 1 /usr/lib/libc.so.6\n")
+    assert not mesa_llvm_loaded(maps)
+    assert not mesa_llvm_loaded(tmp_path / "missing")

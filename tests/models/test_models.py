@@ -72,7 +72,7 @@ def _overfit_cases():
         yield pytest.param(name, marks=marks, id=name)
 
 
-@pytest.mark.parametrize("name", _overfit_cases())
+@pytest.mark.parametrize("name", list(_overfit_cases()))
 def test_overfits_one_pair(name, pair):
     if name not in RECIPES:
         pytest.fail(f"add an overfit recipe for {name!r} to RECIPES")

@@ -156,23 +156,30 @@ def cancel_latency(widget, app, out_dir: Path) -> float:
     return round(latency, 2)
 
 
-def main() -> None:
+def bench_viewer(slide_path: Path, title: str):
+    """(viewer, app, H&E layer, docked Virtual stain widget) with the canvas at CANVAS px."""
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from vstain.demo_data import demo_pair
     from vstain.io import open_slide
     from vstain.napari.layers import slide_layer_data
     from vstain.napari.stain_widget import VirtualStainWidget
 
-    he_path, _ = demo_pair()
-    viewer = napari.Viewer(title="bench")
+    viewer = napari.Viewer(title=title)
     app = QApplication.instance()
-    data, kwargs, _ = slide_layer_data(open_slide(he_path), "H&E")
+    data, kwargs, _ = slide_layer_data(open_slide(slide_path), "H&E")
     he = viewer.add_image(data, **kwargs)
     widget = VirtualStainWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Virtual stain")
     fit_canvas(viewer, app)
+    return viewer, app, he, widget
+
+
+def main() -> None:
+    from vstain.demo_data import demo_pair
+
+    he_path, _ = demo_pair()
+    viewer, app, he, widget = bench_viewer(he_path, "bench")
     heartbeat = Heartbeat()
     heartbeat.timer.start()
     out = {"canvas": list(viewer.canvas.size), "model": widget.model_name}

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_napari import SCREEN, fit_canvas, process_for
+from bench_napari import SCREEN, bench_viewer, process_for
 
 SIZE = 20000
 VIEWS = 12
@@ -51,23 +51,10 @@ def large_slide() -> Path:
 
 
 def main() -> None:
-    import napari
     from dask.cache import Cache
     from napari.utils import resize_dask_cache
-    from qtpy.QtWidgets import QApplication
 
-    from vstain.io import open_slide
-    from vstain.napari.layers import slide_layer_data
-    from vstain.napari.stain_widget import VirtualStainWidget
-
-    slide_path = large_slide()
-    viewer = napari.Viewer(title="bench memory")
-    app = QApplication.instance()
-    data, kwargs, _ = slide_layer_data(open_slide(slide_path), "H&E")
-    he = viewer.add_image(data, **kwargs)
-    widget = VirtualStainWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Virtual stain")
-    fit_canvas(viewer, app)
+    viewer, app, he, widget = bench_viewer(large_slide(), "bench memory")
     limit = int(sys.argv[1]) * 2**20 if len(sys.argv) > 1 else None
     dask_cache: Cache = resize_dask_cache(limit)
     out = {

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from napari.layers import Image, Points, Shapes
+from napari.layers import Points
 from napari.qt.threading import create_worker
 from napari.utils import notifications
 from qtpy.QtWidgets import (
@@ -29,10 +29,11 @@ from qtpy.QtWidgets import (
 )
 
 from vstain.errors import RegionError, SlideError, VstainError
-from vstain.io import Slide, open_slide
+from vstain.io import Slide
 from vstain.models import load_checkpoint
 from vstain.napari import registration_layers as placement
-from vstain.napari.stain_widget import notify_error, slide_path_of, wrapping_label
+from vstain.napari.layer_choice import SlideCache, fill_box, shapes_layers, slide_layers
+from vstain.napari.stain_widget import notify_error, wrapping_label
 from vstain.napari.viewport import rectangle_regions, visible_region
 from vstain.register import Registration, register
 from vstain.register.review import (
@@ -66,7 +67,7 @@ class CompareWidget(QWidget):
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
-        self._slides: dict[Path, Slide] = {}
+        self._slides = SlideCache()
         self._worker = None
         self._positivity = None
         self._build()
@@ -134,26 +135,11 @@ class CompareWidget(QWidget):
         layout.addStretch(1)
 
     def _update_boxes(self, event=None) -> None:
-        images = [layer for layer in self.viewer.layers if isinstance(layer, Image) and layer.rgb]
-        virtual = [layer for layer in images if "vstain_store" in layer.metadata]
-        slides = [layer for layer in images if "vstain_store" not in layer.metadata]
-        shapes = [layer for layer in self.viewer.layers if isinstance(layer, Shapes)]
-        for box, layers, extra in (
-            (self.he_box, slides, []),
-            (self.virtual_box, virtual, []),
-            (self.real_box, slides, []),
-            (self.region_box, shapes, [VIEW]),
-        ):
-            current = box.currentText()
-            box.blockSignals(True)
-            box.clear()
-            for item in extra:
-                box.addItem(item, None)
-            for layer in layers:
-                box.addItem(layer.name, layer)
-            found = box.findText(current)
-            box.setCurrentIndex(found if found >= 0 else 0)
-            box.blockSignals(False)
+        slides = slide_layers(self.viewer)
+        fill_box(self.he_box, slides)
+        fill_box(self.virtual_box, slide_layers(self.viewer, stores=True))
+        fill_box(self.real_box, slides)
+        fill_box(self.region_box, shapes_layers(self.viewer), extras=(VIEW,))
         if self.real_box.count() > 1 and self.real_box.currentData() is self.he_box.currentData():
             self.real_box.setCurrentIndex(1 if self.he_box.currentIndex() == 0 else 0)
 
@@ -166,14 +152,7 @@ class CompareWidget(QWidget):
         return layer
 
     def _slide(self, layer) -> Slide:
-        path = (
-            Path(layer.metadata["vstain_store"]) / "ihc"
-            if "vstain_store" in layer.metadata
-            else (slide_path_of(layer))
-        )
-        if path not in self._slides:
-            self._slides[path] = open_slide(path)
-        return self._slides[path]
+        return self._slides.of(layer)
 
     def _ask_real_ihc(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open the real IHC slide")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from napari.layers import Image, Shapes
+from napari.layers import Shapes
 from napari.utils import notifications
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
@@ -26,14 +26,21 @@ from qtpy.QtWidgets import (
 )
 
 from vstain.errors import RegionError, SlideError, VstainError
-from vstain.io import Slide, open_slide
+from vstain.io import Slide
 from vstain.models import load_checkpoint, read_card
 from vstain.napari.closing import ShutdownOnClose
 from vstain.napari.finetune_job import FinetuneJob, FinetuneRequest
 from vstain.napari.hub import hub
+from vstain.napari.layer_choice import (
+    SlideCache,
+    fill_box,
+    shapes_layers,
+    slide_layers,
+    slide_path_of,
+)
 from vstain.napari.line_plot import LinePlot
 from vstain.napari.registration_layers import put_layer
-from vstain.napari.stain_widget import notify_error, slide_path_of, wrapping_label
+from vstain.napari.stain_widget import notify_error, wrapping_label
 from vstain.napari.store_layers import aligned_placement
 from vstain.napari.viewport import world_box_to_region
 from vstain.stain import choose_level
@@ -69,7 +76,7 @@ class FinetuneWidget(ShutdownOnClose, QWidget):
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
-        self._slides: dict[Path, Slide] = {}
+        self._slides = SlideCache()
         self._job: FinetuneJob | None = None
         self._build()
         self._timer = QTimer(self)
@@ -150,24 +157,10 @@ class FinetuneWidget(ShutdownOnClose, QWidget):
         layout.addStretch(1)
 
     def _update_boxes(self, event=None) -> None:
-        images = [
-            layer
-            for layer in self.viewer.layers
-            if isinstance(layer, Image) and layer.rgb and "vstain_store" not in layer.metadata
-        ]
-        shapes = [layer for layer in self.viewer.layers if isinstance(layer, Shapes)]
-        for box, layers in (
-            (self.he_box, images),
-            (self.ihc_box, images),
-            (self.shapes_box, shapes),
-        ):
-            current = box.currentText()
-            box.clear()
-            for layer in layers:
-                box.addItem(layer.name, layer)
-            found = box.findText(current)
-            if found >= 0:
-                box.setCurrentIndex(found)
+        slides = slide_layers(self.viewer)
+        fill_box(self.he_box, slides)
+        fill_box(self.ihc_box, slides)
+        fill_box(self.shapes_box, shapes_layers(self.viewer))
         if self.ihc_box.count() > 1 and self.ihc_box.currentIndex() == self.he_box.currentIndex():
             self.ihc_box.setCurrentIndex(1 if self.he_box.currentIndex() == 0 else 0)
 
@@ -268,10 +261,7 @@ class FinetuneWidget(ShutdownOnClose, QWidget):
         return self._job is not None
 
     def _slide(self, layer) -> Slide:
-        path = slide_path_of(layer)
-        if path not in self._slides:
-            self._slides[path] = open_slide(path)
-        return self._slides[path]
+        return self._slides.of(layer)
 
     def _ihc_reader(self, he: Slide):
         layer = self.ihc_box.currentData()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from napari.layers import Image, Shapes
 from napari.utils import notifications
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
@@ -31,7 +30,7 @@ from qtpy.QtWidgets import (
 )
 
 from vstain.errors import RegionError, SlideError, VstainError
-from vstain.io import Slide, open_slide
+from vstain.io import Slide
 from vstain.models import ModelError, choose_device, read_card
 from vstain.models.device import available_devices
 from vstain.models.registry import predict_options
@@ -39,6 +38,12 @@ from vstain.napari import store_layers
 from vstain.napari.closing import ShutdownOnClose
 from vstain.napari.hub import hub
 from vstain.napari.job import StainJob, StainRequest
+from vstain.napari.layer_choice import (
+    SlideCache,
+    fill_box,
+    shapes_layers,
+    slide_layers,
+)
 from vstain.napari.model_choice import ModelCache, card_summary, card_warning, layer_prefix
 from vstain.napari.option_widgets import OptionsPanel
 from vstain.napari.viewport import (
@@ -80,17 +85,6 @@ def default_batch(device: str) -> int:
     return CPU_BATCH if choose_device(device).type == "cpu" else ACCELERATOR_BATCH
 
 
-def slide_path_of(layer) -> Path:
-    """The file an image layer was opened from (vstain reader metadata, else napari's source)."""
-    path = layer.metadata.get("path") or layer.source.path
-    if not path:
-        raise SlideError(
-            f"Layer {layer.name!r} was not opened from a file, so it cannot be stained tile by "
-            "tile. Save it as OME-TIFF (File > Save Selected Layers) and open that file."
-        )
-    return Path(path)
-
-
 def wrapping_label(text: str = "") -> QLabel:
     """A label that wraps its text to the panel's width instead of widening the panel."""
     label = QLabel(text)
@@ -106,7 +100,7 @@ class VirtualStainWidget(ShutdownOnClose, QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.models = ModelCache()
-        self._slides: dict[Path, Slide] = {}
+        self._slides = SlideCache()
         self._checkpoints: dict[str, Path] = {}
         self._model_index = -1
         self._job: StainJob | None = None
@@ -321,19 +315,8 @@ class VirtualStainWidget(ShutdownOnClose, QWidget):
     # ---- layers ---------------------------------------------------------------------------------
 
     def _update_layer_boxes(self, event=None) -> None:
-        slides = [
-            layer
-            for layer in self.viewer.layers
-            if isinstance(layer, Image) and layer.rgb and "vstain_store" not in layer.metadata
-        ]
-        shapes = [layer for layer in self.viewer.layers if isinstance(layer, Shapes)]
-        for box, layers in ((self.layer_box, slides), (self.shapes_box, shapes)):
-            current = box.currentData()
-            box.clear()
-            for layer in layers:
-                box.addItem(layer.name, layer)
-            if current is not None and current in layers:
-                box.setCurrentIndex(layers.index(current))
+        fill_box(self.layer_box, slide_layers(self.viewer))
+        fill_box(self.shapes_box, shapes_layers(self.viewer))
 
     @property
     def slide_layer(self):
@@ -343,10 +326,7 @@ class VirtualStainWidget(ShutdownOnClose, QWidget):
         return layer
 
     def _slide(self, layer) -> Slide:
-        path = slide_path_of(layer)
-        if path not in self._slides:
-            self._slides[path] = open_slide(path)
-        return self._slides[path]
+        return self._slides.of(layer)
 
     def _out_dir(self, slide: Slide) -> Path:
         text = self.folder_edit.text().strip()

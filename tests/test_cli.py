@@ -192,6 +192,48 @@ def test_train_resume_and_evaluate_commands(tmp_path, capsys):
     assert "does not take the options ['steps']" in capsys.readouterr().err
 
 
+def test_train_set_overrides_config_entries(tmp_path, capsys):
+    from vstain.models import read_card
+    from vstain.synth import synth_dataset
+
+    data = tmp_path / "ds"
+    synth_dataset(data, 3, tile=64, slides=2, slide_size=1024, test_fraction=0.34)
+    ckpt = tmp_path / "m.safetensors"
+    base = ["train", "--model", "pix2pix", "--data", str(data), "--out", str(ckpt), "--crop", "64"]
+    base += ["--steps", "1", "--batch-size", "1", "--val-every", "1"]
+    assert main([*base, "--set", "lr=0.001", "--set", "ngf=8"]) == 0
+    config = read_card(ckpt).config
+    assert config["lr"] == 0.001 and config["ngf"] == 8
+    assert main([*base, "--overwrite", "--set", "no_such_key=1"]) == 2
+    assert "no_such_key" in capsys.readouterr().err
+
+
+def test_evaluate_scores_adjacent_sections_against_the_aligned_ihc(tmp_path):
+    from vstain.io.datasets import open_paired_dataset
+    from vstain.metrics.evaluate import evaluate
+    from vstain.synth import synth_dataset
+
+    data = tmp_path / "adj"
+    synth_dataset(
+        data, 2, tile=64, slides=2, slide_size=1024, test_fraction=0.5, mode="adjacent-section"
+    )
+    test = open_paired_dataset(data, split="test")
+
+    class RealIHC(torch.nn.Module):  # "predicts" the misaligned real IHC of the test item
+        def __init__(self):
+            super().__init__()
+            self.unused = torch.nn.Parameter(torch.zeros(1))
+
+        def predict(self, he):
+            from vstain.models.base import Prediction
+
+            return Prediction(ihc=test[0]["ihc"][None].expand(len(he), -1, -1, -1))
+
+    scores = evaluate(RealIHC(), test, truth=data / "truth" / "test", learned=False)
+    assert scores["psnr"] > 90  # identical to the real IHC
+    assert scores["psnr_aligned"] < 40 and -1 <= scores["ssim_aligned"] < 0.99
+
+
 def test_option_values_are_json_or_strings():
     from vstain.cli import _option
 

@@ -18,7 +18,7 @@ def _region(text: str) -> tuple[int, int, int, int]:
 
 
 def _option(text: str) -> tuple[str, object]:
-    """KEY=VALUE of a model predict option; VALUE is JSON (a number, true/false) or a string."""
+    """KEY=VALUE of a model option; VALUE is JSON (a number, true/false, a list) or a string."""
     import json
 
     key, sep, value = text.partition("=")
@@ -194,15 +194,18 @@ def cmd_train(args) -> int:
     """Train a registered model from scratch on a paired dataset (BCI / MIST / folder layout)."""
     from vstain.io.datasets import open_paired_dataset
     from vstain.models import create
+    from vstain.models.registry import resolve_config
     from vstain.train.trainer import train
 
+    # --set entries replace entries of the named config; unknown keys are refused by name
+    config = resolve_config(args.model, resolve_config(args.model, args.config) | dict(args.set))
     data = open_paired_dataset(
         args.data, split="train", crop=args.crop, augment=True, seed=args.seed
     )
     val = open_paired_dataset(args.data, split="test", crop=args.crop, seed=args.seed)
     model = create(
         args.model,
-        args.config,
+        config,
         markers=args.marker,
         pixel_size=args.pixel_size,
         tile_size=args.tile,
@@ -492,7 +495,15 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train a model on paired tiles", description=cmd_train.__doc__
     )
     tr.add_argument("--model", required=True, help="registry name, e.g. pix2pix")
-    tr.add_argument("--config", default="small", help="small or paper")
+    tr.add_argument("--config", default="small", help="small or paper (or a named ablation)")
+    tr.add_argument(
+        "--set",
+        type=_option,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config entry, e.g. --set keg=false (ablations)",
+    )
     tr.add_argument("--data", type=Path, required=True, help="BCI / MIST / folder-of-pairs root")
     tr.add_argument("--out", type=Path, required=True, help="checkpoint .safetensors")
     tr.add_argument("--steps", type=int, default=2000)

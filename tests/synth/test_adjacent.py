@@ -102,3 +102,27 @@ def test_same_section_pairs_share_truth(spec):
     np.testing.assert_array_equal(t.he_truth.nuclei, t.ihc_truth.nuclei)
     np.testing.assert_array_equal(t.cells.in_he, t.cells.in_ihc)
     np.testing.assert_array_equal(t.cells.x, t.cells.ihc_x)
+
+
+def test_aligned_ihc_stains_the_he_section(adjacent):
+    """section="he" paints the marker on the H&E's own cells: its DAB follows the H&E truth."""
+    from vstain.color import dab_od
+
+    x, y = tissue_origin(adjacent, 256)
+    pair = render_tile(adjacent, x, y, 256, 256)
+    aligned = render_ihc(adjacent, x, y, 256, 256, section="he")
+    truth = pair.he_truth.dab.ravel()
+
+    def corr(image):
+        return np.corrcoef(dab_od(image).ravel(), truth)[0, 1]
+
+    assert aligned.shape == pair.he.shape and aligned.dtype == np.uint8
+    assert corr(aligned) > 0.8 > corr(pair.ihc) + 0.2
+
+
+def test_aligned_ihc_is_the_ihc_in_same_section_mode():
+    spec = make_spec(5, "ck818", 1024)
+    x, y = tissue_origin(spec, 128)
+    np.testing.assert_array_equal(
+        render_ihc(spec, x, y, 128, 128, section="he"), render_ihc(spec, x, y, 128, 128)
+    )

@@ -82,6 +82,7 @@ class _TruthCalls:
             )
         self.folder = folder
         self.calls: dict[str, list[np.ndarray]] = {"virtual": [], "real": [], "truth": []}
+        self.aligned: list[dict[str, float]] = []
 
     def add(self, name: str, virtual: np.ndarray, real: np.ndarray) -> None:
         path = self.folder / f"{name}.npz"
@@ -101,6 +102,8 @@ class _TruthCalls:
         for key, image in (("virtual", virtual), ("real", real)):
             self.calls[key].append(cell_calls(dab_od(image), t["nuclei"], ids))
         self.calls["truth"].append(t["cell_positive"][present])
+        if "ihc_aligned" in t:
+            self.aligned.append(pair_scores(virtual, t["ihc_aligned"]))
 
     def result(self) -> dict[str, float]:
         truth = np.concatenate(self.calls["truth"]) if self.calls["truth"] else np.zeros(0, bool)
@@ -108,6 +111,8 @@ class _TruthCalls:
         for key in ("virtual", "real"):
             called = np.concatenate(self.calls[key]) if self.calls[key] else np.zeros(0, bool)
             out |= _detection_scores("cell", score_calls(called, truth), f"_{key}")
+        if self.aligned:
+            out |= {f"{k}_aligned": v for k, v in _summary(self.aligned).items()}
         return out
 
 
@@ -131,8 +136,10 @@ def evaluate(
     positive-cell ``object_precision`` / ``_recall`` / ``_f1`` of the virtual against the real
     IHC's positive cells, counts pooled over images. With ``truth`` (the simulator's
     ``truth/<split>`` folder): per-cell ``cell_precision_virtual`` ... ``cell_f1_real`` and
-    ``cells``. With ``learned``: ``fid``, ``kid`` and ``lpips``, each a float or an unavailable
-    report. ``limit`` scores only the first items; ``options`` go to the model's ``predict``.
+    ``cells``; for adjacent-section data also ``psnr_aligned``, ``ssim_aligned`` ... of the
+    virtual IHC against the pixel-aligned IHC of the H&E section. With ``learned``: ``fid``,
+    ``kid`` and ``lpips``, each a float or an unavailable report. ``limit`` scores only the first
+    items; ``options`` go to the model's ``predict``.
     """
     from vstain.models.device import choose_device, predict_batch
 

@@ -2,8 +2,10 @@
 
 ``HE/{train,test}/NAME.png`` and ``IHC/{train,test}/NAME.png`` (same names, as in BCI), plus
 ``truth/{train,test}/NAME.npz`` and ``synth.json`` (the specs of the slides and where each tile
-comes from). Tiles are drawn from tissue only, from several slides with different stain variation;
-train and test tiles come from different slides, as in the seed papers' splits by slide.
+comes from). Adjacent-section truth also holds ``ihc_aligned``, the H&E section itself stained for
+the marker (the pixel-aligned IHC to score virtual stains against). Tiles are drawn from tissue
+only, from several slides with different stain variation; train and test tiles come from different
+slides, as in the seed papers' splits by slide.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from vstain.errors import CancelledError, OutputExistsError, SynthError
 from vstain.synth.hashing import stream_key
 from vstain.synth.layout import tissue_field
 from vstain.synth.noise import PointSampler
-from vstain.synth.render import TilePair, render_tile
+from vstain.synth.render import TilePair, render_ihc, render_tile
 from vstain.synth.spec import SlideSpec, make_spec
 from vstain.synth.transform import SectionTransform
 
@@ -199,7 +201,10 @@ def synth_dataset(
         name = f"{i:05d}_s{k}_x{x}_y{y}"
         (root / "HE" / split / f"{name}.png").write_bytes(imagecodecs.png_encode(pair.he))
         (root / "IHC" / split / f"{name}.png").write_bytes(imagecodecs.png_encode(pair.ihc))
-        np.savez_compressed(root / "truth" / split / f"{name}.npz", **_truth_arrays(pair, marker))
+        truth = _truth_arrays(pair, marker)
+        if mode == "adjacent-section":
+            truth["ihc_aligned"] = render_ihc(spec, x, y, tile, tile, section="he")
+        np.savez_compressed(root / "truth" / split / f"{name}.npz", **truth)
         records.append(
             {
                 "name": name,

@@ -196,10 +196,18 @@ def render_he(spec: SlideSpec, x: int, y: int, w: int, h: int) -> np.ndarray:
     return plan.crop_region(image, x, y, w, h)
 
 
-def render_ihc(spec: SlideSpec, x: int, y: int, w: int, h: int) -> np.ndarray:
-    """The scanned IHC of a region (IHC pixel coordinates), uint8 (h, w, 3)."""
+def render_ihc(
+    spec: SlideSpec, x: int, y: int, w: int, h: int, *, section: str = "ihc"
+) -> np.ndarray:
+    """The scanned IHC of a region, uint8 (h, w, 3).
+
+    ``section="ihc"``: the IHC section, in IHC pixel coordinates. ``section="he"``: the H&E
+    section itself stained for the marker, in H&E coordinates; in adjacent-section mode this is
+    the pixel-aligned IHC no real adjacent pair has (same as "ihc" in same-section mode).
+    """
     plan = _Plan.cover(spec, x, y, w, h)
-    image = _scan(spec, plan, _ihc_od(spec, _ihc_fields(spec, plan)), "ihc")
+    fields = compose(spec, "a", *plan.box) if section == "he" else _ihc_fields(spec, plan)
+    image = _scan(spec, plan, _ihc_od(spec, fields), "ihc")
     return plan.crop_region(image, x, y, w, h)
 
 

@@ -134,6 +134,7 @@ def test_synth_slide_and_dataset_commands(tmp_path, capsys):
 def test_train_resume_and_evaluate_commands(tmp_path, capsys):
     from vstain.models import read_card
     from vstain.synth import synth_dataset
+    from vstain.train.loss_log import read_loss_log
 
     data = tmp_path / "ds"
     synth_dataset(data, 4, tile=64, slides=2, slide_size=1024, test_fraction=0.25)
@@ -158,6 +159,8 @@ def test_train_resume_and_evaluate_commands(tmp_path, capsys):
     assert main([*base, "--steps", "2"]) == 0
     assert main([*base, "--steps", "2"]) == 2  # exists
     assert main([*base, "--steps", "4", "--resume"]) == 0
+    log = read_loss_log(tmp_path / "m.losses.csv")
+    assert log["g_rec"][0] == [1, 2, 3, 4] and log["seconds"][0] == [1, 2, 3, 4]
     card = read_card(ckpt)
     assert card.steps == 4 and card.markers == ["ck818"] and "psnr" in card.metrics
     capsys.readouterr()

@@ -195,6 +195,7 @@ def cmd_train(args) -> int:
     from vstain.io.datasets import open_paired_dataset
     from vstain.models import create
     from vstain.models.registry import resolve_config
+    from vstain.train.loss_log import LossLog, loss_log_path
     from vstain.train.trainer import train
 
     # --set entries replace entries of the named config; unknown keys are refused by name
@@ -215,6 +216,7 @@ def cmd_train(args) -> int:
     if args.out.exists() and not (args.resume or args.overwrite):
         raise VstainError(f"{args.out} exists. Use --resume to continue it or --overwrite.")
     bar = _TrainBar(args.steps)
+    log = LossLog(loss_log_path(args.out), fresh=not args.resume)
     result = train(
         model,
         data,
@@ -228,10 +230,11 @@ def cmd_train(args) -> int:
         resume=args.resume,
         device=args.device,
         seed=args.seed,
-        callbacks=[bar],
+        callbacks=[bar, log],
     )
     bar.bar.close()
     print(f"{args.out}: {result.steps} steps; validation {result.validation[-1:] or 'none'}")
+    print(f"losses of every step: {log.path}")
     return 0
 
 

@@ -204,7 +204,7 @@ def test_train_set_overrides_config_entries(tmp_path, capsys):
     ckpt = tmp_path / "m.safetensors"
     base = ["train", "--model", "pix2pix", "--data", str(data), "--out", str(ckpt), "--crop", "64"]
     base += ["--steps", "1", "--batch-size", "1", "--val-every", "1"]
-    assert main([*base, "--set", "lr=0.001", "--set", "ngf=8"]) == 0
+    assert main([*base, "--set", "lr=0.001", "--set", "ngf=8", "--ema", "0.5"]) == 0
     config = read_card(ckpt).config
     assert config["lr"] == 0.001 and config["ngf"] == 8
     assert main([*base, "--overwrite", "--set", "no_such_key=1"]) == 2

@@ -230,6 +230,7 @@ def cmd_train(args) -> int:
         resume=args.resume,
         device=args.device,
         seed=args.seed,
+        ema=args.ema,
         callbacks=[bar, log],
     )
     bar.bar.close()
@@ -522,6 +523,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--device", default="auto")
+    tr.add_argument(
+        "--ema", type=float, help="keep and ship an EMA of the weights, e.g. 0.999 (diffusion)"
+    )
     g = tr.add_mutually_exclusive_group()
     g.add_argument("--resume", action="store_true")
     g.add_argument("--overwrite", action="store_true")

@@ -21,9 +21,9 @@ from vstain.models.asp_dgrank import (
     a2sp_pairs,
     asp_weights,
     attention_map,
-    linear_decay,
     sample_locations,
 )
+from vstain.models.base import linear_decay
 from vstain.models.blocks.adaptive_diffusion import AdaptiveDiffusion
 from vstain.models.blocks.time_patchgan import TimePatchGAN
 from vstain.tiles import CancelToken

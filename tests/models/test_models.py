@@ -32,6 +32,11 @@ class Recipe:
     known_failure: str = ""
 
 
+_DIFFUSION_SWINGS = (
+    "issue 7: DDIM samples of one pair swing between ~21 and ~31 dB from one 100 steps to the "
+    "next (x0-parametrised, channel-normed UNet); this seed ends below 30 dB (20.9 stain-diffuser)"
+)
+
 RECIPES = {
     "pix2pix": Recipe({"lr": 5e-4}, steps=300),
     "pyramid-pix2pix": Recipe({"lr": 5e-4}, steps=500),
@@ -40,22 +45,28 @@ RECIPES = {
     "k-stain": Recipe({"lr": 1e-3, "ridge": 10.0}, steps=150),  # aligned pair: identity prior
     # Diffusion: T = 10 linear betas 0.05 .. 0.9 (abar_T = 2e-4, so x_T is pure noise) and 5
     # deterministic DDIM steps from position-seeded noise (t = 9, 7, 5, 3, 1): the whole sampler
-    # runs, and the last x0 estimate (abar_1 = 0.81) needs eps accurate to ~0.1 RMS for 30 dB.
-    # lr 5e-4: 1e-3 diverged. One multi-stain branch: the pair has no "marker".
+    # runs, and the last x0 estimate (abar_1 = 0.81) must be within ~0.06 RMS for 30 dB. Four
+    # noise draws per step and a decaying rate tame the variance of the one-pair eps loss.
+    # One multi-stain branch: the pair has no "marker".
     **{
         name: Recipe(
-            {"timesteps": 10, "beta_start": 0.05, "beta_end": 0.9, "lr": 5e-4, **extra},
-            steps=300,
+            {
+                "timesteps": 10,
+                "beta_start": 0.05,
+                "beta_end": 0.9,
+                "lr": 1e-3,
+                "noise_draws": 4,
+                "lr_decay_start": 0.5,
+                **extra,
+            },
+            steps=400,
             predict_options={"steps": 5},
-            known_failure=(
-                "issue 7: 15-21 dB after 3000 steps (5 min); eps is not learnt well enough at "
-                "high noise on one pair; GroupNorm would help but breaks exact tiling"
-            ),
+            known_failure=failure,
         )
-        for name, extra in [
-            ("stain-diffuser", {}),
-            ("stain-diffuser-bidirectional", {}),
-            ("stain-diffuser-multi", {"n_markers": 1, "marker_weights": [1.0]}),
+        for name, extra, failure in [
+            ("stain-diffuser", {}, _DIFFUSION_SWINGS),
+            ("stain-diffuser-bidirectional", {}, _DIFFUSION_SWINGS),
+            ("stain-diffuser-multi", {"n_markers": 1, "marker_weights": [1.0]}, ""),
         ]
     },
 }

@@ -47,6 +47,17 @@ def test_linear_betas_and_q_sample_match_the_closed_form():
     expected = abar.sqrt().view(-1, 1, 1, 1) * x0 + (1 - abar).sqrt().view(-1, 1, 1, 1) * eps
     torch.testing.assert_close(s.q_sample(x0, t, eps), expected.float())
     assert s.alphas_bar[-1] < 1e-4  # x_T is (almost) pure noise
+    torch.testing.assert_close(s.eps_from_x0(s.q_sample(x0, t, eps), t, x0), eps, atol=2e-3, rtol=0)
+
+
+def test_x0_parametrisation_turns_the_unet_output_into_noise(pair):
+    """A UNet that outputs the clean image gives the true noise: the loss is still eps-MSE."""
+    m = model(parametrisation="x0", randomise=False)
+    x0 = to_model_range(pair["ihc"], "[-1,1]")
+    t, eps = torch.tensor([3]), torch.randn_like(x0)
+    x_t = m.schedule.q_sample(x0, t, eps)
+    m.branches["generation"].forward = lambda x, t, feats, direction: x0
+    torch.testing.assert_close(m.predict_noise("generation", x_t, t, [], None), eps)
 
 
 def test_sampling_steps_are_trailing_and_full_for_t():
@@ -303,6 +314,8 @@ def test_bad_options_raise_model_error(options, match):
         ("stain-diffuser-multi", {"marker_weights": [1.0]}, {}, "one marker_weights entry"),
         ("stain-diffuser-multi", {}, {"markers": ["cd3"]}, "names 1 markers but n_markers is 3"),
         ("stain-diffuser", {"timesteps": 0}, {}, "timesteps must be >= 1"),
+        ("stain-diffuser", {"parametrisation": "v"}, {}, "parametrisation must be one of"),
+        ("stain-diffuser-multi", {"norm": "group"}, {}, "norm must be 'channel' or 'none'"),
     ],
 )
 def test_invalid_configs_raise_model_error(name, changes, card, match):

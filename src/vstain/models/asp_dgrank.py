@@ -25,7 +25,14 @@ from torch import Tensor, nn
 from torch.optim import Adam, Optimizer
 
 from vstain.errors import ModelError
-from vstain.models.base import ModelCard, Prediction, StainModel, TrainState, to_model_range
+from vstain.models.base import (
+    ModelCard,
+    Prediction,
+    StainModel,
+    TrainState,
+    linear_decay,
+    to_model_range,
+)
 from vstain.models.blocks.adaptive_diffusion import AdaptiveDiffusion
 from vstain.models.blocks.resnet_generator import STRIDE, ResnetGenerator
 from vstain.models.blocks.time_patchgan import TimePatchGAN
@@ -97,11 +104,6 @@ _SMALL = {
     "nce_layers": [0, 4, 7, 10, 12],
     "ada_kimg": 4.0,
 }
-
-
-def linear_decay(progress: float, start: float) -> float:
-    """1 until ``start``, then linear to 0 at progress 1 (the lr schedule and ASP's ``lambda``)."""
-    return 1.0 if progress <= start else max(0.0, (1.0 - progress) / (1.0 - start))
 
 
 def attention_map(feature: Tensor) -> Tensor:

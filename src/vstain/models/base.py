@@ -166,6 +166,11 @@ class TrainState(Protocol):
     def backward_step(self, name: str, loss: Tensor) -> None: ...
 
 
+def linear_decay(progress: float, start: float) -> float:
+    """1 until ``start``, then linear to 0 at progress 1 (pix2pix's lr schedule, ASP's lambda)."""
+    return 1.0 if progress <= start else max(0.0, (1.0 - progress) / (1.0 - start))
+
+
 class StainModel(nn.Module, ABC):
     """Base class of every virtual-staining model.
 

@@ -12,7 +12,14 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.optim import Adam, Optimizer
 
-from vstain.models.base import ModelCard, Prediction, StainModel, TrainState, to_model_range
+from vstain.models.base import (
+    ModelCard,
+    Prediction,
+    StainModel,
+    TrainState,
+    linear_decay,
+    to_model_range,
+)
 from vstain.models.blocks.patchgan import PatchGANDiscriminator
 from vstain.models.blocks.resnet_generator import STRIDE, ResnetGenerator
 from vstain.models.registry import register
@@ -70,8 +77,7 @@ class Pix2Pix(StainModel):
 
     def lr_factor(self, progress: float) -> float:
         """1 until ``lr_decay_start``, then linear decay to 0 at the end (pix2pix's schedule)."""
-        start = self.config["lr_decay_start"]
-        return 1.0 if progress <= start else max(0.0, (1.0 - progress) / (1.0 - start))
+        return linear_decay(progress, self.config["lr_decay_start"])
 
     def reconstruction_loss(self, fake: Tensor, real: Tensor) -> Tensor:
         return self.config["lambda_l1"] * F.l1_loss(fake, real)

@@ -27,7 +27,14 @@ from torch.optim import Adam, Optimizer
 
 from vstain.color.dab_mask import coarse_dab_mask, signed_distance
 from vstain.errors import ModelError
-from vstain.models.base import ModelCard, Prediction, StainModel, TrainState, to_model_range
+from vstain.models.base import (
+    ModelCard,
+    Prediction,
+    StainModel,
+    TrainState,
+    linear_decay,
+    to_model_range,
+)
 from vstain.models.registry import register
 from vstain.models.stain_diffuser.networks import LEVELS, DenoisingUNet, Encoder, unet_radius
 from vstain.models.stain_diffuser.noise import batch_noise
@@ -36,6 +43,8 @@ from vstain.models.stain_diffuser.schedule import SAMPLERS, LinearSchedule
 #: Coarse-mask settings (the paper's mu + 2 sigma of the DAB map, as vstain.io.datasets uses).
 MASK_K, MASK_MIN_SIZE, MASK_MAX_HOLE = 2.0, 16, 64
 AUX_TARGETS = ("mask", "distance", "none")
+#: What the UNet outputs: the noise (the paper) or the clean image, turned into its noise.
+PARAMETRISATIONS = ("eps", "x0")
 
 _BASE_SMALL = {
     "channels": [16, 32, 64, 64],
@@ -45,9 +54,18 @@ _BASE_SMALL = {
     "beta_end": 0.02,
     "lr": 2e-4,
     "noise_draws": 1,
+    "norm": "channel",
+    "parametrisation": "x0",
+    "lr_decay_start": 1.0,
 }
-_BASE_PAPER = {**_BASE_SMALL, "channels": [64, 128, 256, 512], "res_blocks": 2, "timesteps": 2000}
-_BASE_PAPER["lr"] = 1e-4
+_BASE_PAPER = {
+    **_BASE_SMALL,
+    "channels": [64, 128, 256, 512],
+    "res_blocks": 2,
+    "timesteps": 2000,
+    "lr": 1e-4,
+    "parametrisation": "eps",
+}
 
 
 def _origins(origin, batch: int) -> list[tuple[int, int]]:
@@ -73,11 +91,15 @@ class StainDiffuser(StainModel):
     def __init__(self, card: ModelCard):
         super().__init__(card)
         cfg = card.config
+        if cfg["parametrisation"] not in PARAMETRISATIONS:
+            raise ValueError(f"parametrisation must be one of {PARAMETRISATIONS}")
         self.schedule = LinearSchedule(cfg["timesteps"], cfg["beta_start"], cfg["beta_end"])
-        self.encoder = Encoder(3, cfg["channels"], cfg["res_blocks"])
+        self.encoder = Encoder(3, cfg["channels"], cfg["res_blocks"], norm=cfg["norm"])
         self.branches = torch.nn.ModuleDict(
             {
-                name: DenoisingUNet(c, cfg["channels"], cfg["res_blocks"], cfg["channels"], d)
+                name: DenoisingUNet(
+                    c, cfg["channels"], cfg["res_blocks"], cfg["channels"], d, cfg["norm"]
+                )
                 for name, (c, d) in self.branch_specs().items()
             }
         )
@@ -95,6 +117,10 @@ class StainDiffuser(StainModel):
     def configure_optimizers(self) -> dict[str, Optimizer]:
         return {"model": Adam(self.parameters(), self.config["lr"], foreach=True)}
 
+    def lr_factor(self, progress: float) -> float:
+        """Constant (the paper), or linear decay to 0 from ``lr_decay_start`` when below 1."""
+        return linear_decay(progress, self.config["lr_decay_start"])
+
     def denoising_loss(
         self, branch: str, feats: list[Tensor], x0: Tensor, direction: Tensor | None = None
     ) -> Tensor:
@@ -110,7 +136,17 @@ class StainDiffuser(StainModel):
         t = torch.randint(0, self.schedule.timesteps, (x0.shape[0],), device=x0.device)
         eps = torch.randn_like(x0)
         x_t = self.schedule.q_sample(x0, t, eps)
-        return F.mse_loss(self.branches[branch](x_t, t, feats, direction), eps)
+        return F.mse_loss(self.predict_noise(branch, x_t, t, feats, direction), eps)
+
+    def predict_noise(
+        self, branch: str, x_t: Tensor, t: Tensor, feats: list[Tensor], direction=None
+    ) -> Tensor:
+        """``branch``'s noise estimate; with ``parametrisation`` "x0" the UNet's output is read as
+        the clean image and turned into the noise it implies (the loss stays epsilon MSE)."""
+        out = self.branches[branch](x_t, t, feats, direction)
+        if self.config["parametrisation"] == "eps":
+            return out
+        return self.schedule.eps_from_x0(x_t, t, out)
 
     def sample(
         self,
@@ -131,9 +167,9 @@ class StainDiffuser(StainModel):
         shape = torch.Size((b, channels, h, w))
         x = batch_noise((*stream, 0), shape, origins, feats[0])
         ts = self.schedule.sampling_steps(steps)
-        unet = self.branches[branch]
         for k, (t, t_prev) in enumerate(zip(ts, [*ts[1:], -1], strict=True)):
-            eps = unet(x, torch.full((b,), t, device=x.device), feats, direction)
+            step = torch.full((b,), t, device=x.device)
+            eps = self.predict_noise(branch, x, step, feats, direction)
             noise = batch_noise((*stream, k + 1), shape, origins, x) if SAMPLERS[sampler] else 0
             x = self.schedule.step(x, eps, t, t_prev, SAMPLERS[sampler], noise)
         return x

@@ -27,19 +27,41 @@ def zero_init(conv: nn.Conv2d) -> nn.Conv2d:
     return conv
 
 
-class ResBlock(nn.Module):
-    """SiLU-conv3x3, time-embedding scale and shift (ADM's scale-shift, here without a norm),
-    SiLU-conv3x3 (zero-initialised), + 1x1 skip."""
+class ChannelNorm(nn.Module):
+    """Each pixel's feature vector to zero mean and unit variance, then a learnt scale and shift:
+    GroupNorm's role (one group) without statistics across pixels, so tiles stay exact."""
 
-    def __init__(self, cin: int, cout: int, temb_dim: int = 0):
+    def __init__(self, channels: int, eps: float = 1e-5):
         super().__init__()
+        self.weight = nn.Parameter(torch.ones(1, channels, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        var, mean = torch.var_mean(x, dim=1, keepdim=True, correction=0)
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind not in ("channel", "none"):
+        raise ValueError(f"norm must be 'channel' or 'none', got {kind!r}")
+    return ChannelNorm(channels) if kind == "channel" else nn.Identity()
+
+
+class ResBlock(nn.Module):
+    """ADM's block with per-pixel norms: norm-SiLU-conv3x3, norm, time-embedding scale and
+    shift, SiLU-conv3x3 (zero-initialised), + 1x1 skip."""
+
+    def __init__(self, cin: int, cout: int, temb_dim: int = 0, norm: str = "channel"):
+        super().__init__()
+        self.norm1, self.norm2 = _norm(norm, cin), _norm(norm, cout)
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
         self.conv2 = zero_init(nn.Conv2d(cout, cout, 3, padding=1))
         self.temb = nn.Linear(temb_dim, 2 * cout) if temb_dim else None
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x: Tensor, temb: Tensor | None = None) -> Tensor:
-        h = self.conv1(F.silu(x))
+        h = self.norm2(self.conv1(F.silu(self.norm1(x))))
         if self.temb is not None:
             scale, shift = self.temb(F.silu(temb))[..., None, None].chunk(2, dim=1)
             h = h * (1 + scale) + shift
@@ -52,11 +74,15 @@ class ResBlock(nn.Module):
 class Level(nn.Module):
     """One encoder scale: optional stride-2 conv (scales 2-4), then ``blocks`` ResBlocks."""
 
-    def __init__(self, cin: int, cout: int, blocks: int, down: bool, temb_dim: int = 0):
+    def __init__(
+        self, cin: int, cout: int, blocks: int, down: bool, temb_dim: int = 0, norm: str = "channel"
+    ):
         super().__init__()
         self.down = nn.Conv2d(cin, cin, 3, stride=2, padding=1) if down else nn.Identity()
         widths = [cin] + [cout] * blocks
-        self.blocks = nn.ModuleList(ResBlock(a, b, temb_dim) for a, b in itertools.pairwise(widths))
+        self.blocks = nn.ModuleList(
+            ResBlock(a, b, temb_dim, norm) for a, b in itertools.pairwise(widths)
+        )
 
     def forward(self, x: Tensor, temb: Tensor | None = None) -> Tensor:
         x = self.down(x)
@@ -74,7 +100,9 @@ class Level(nn.Module):
 class Encoder(nn.Module):
     """conv3x3 stem and four :class:`Level` s; features at strides 1, 2, 4, 8."""
 
-    def __init__(self, cin: int, channels: list[int], blocks: int, temb_dim: int = 0):
+    def __init__(
+        self, cin: int, channels: list[int], blocks: int, temb_dim: int = 0, norm: str = "channel"
+    ):
         super().__init__()
         if len(channels) != LEVELS or min(channels) < 1:
             raise ValueError(f"channels must be {LEVELS} positive widths, got {channels}")
@@ -83,7 +111,7 @@ class Encoder(nn.Module):
         self.stem = nn.Conv2d(cin, channels[0], 3, padding=1)
         widths = [channels[0], *channels]
         self.levels = nn.ModuleList(
-            Level(widths[i], widths[i + 1], blocks, i > 0, temb_dim) for i in range(LEVELS)
+            Level(widths[i], widths[i + 1], blocks, i > 0, temb_dim, norm) for i in range(LEVELS)
         )
 
     def forward(self, x: Tensor) -> list[Tensor]:
@@ -138,26 +166,33 @@ class DenoisingUNet(nn.Module):
     """
 
     def __init__(
-        self, cio: int, channels: list[int], blocks: int, he_channels: list[int], directions=0
+        self,
+        cio: int,
+        channels: list[int],
+        blocks: int,
+        he_channels: list[int],
+        directions: int = 0,
+        norm: str = "channel",
     ):
         super().__init__()
         c0, temb = channels[0], 4 * channels[0]
         self.c0 = c0
         self.time = nn.Sequential(nn.Linear(c0, temb), nn.SiLU(), nn.Linear(temb, temb))
         self.direction = nn.Embedding(directions, temb) if directions else None
-        self.encoder = Encoder(cio, channels, blocks, temb)
+        self.encoder = Encoder(cio, channels, blocks, temb, norm)
         self.gates = nn.ModuleList(
             AttentionGate(g, c) for g, c in zip(he_channels, channels, strict=True)
         )
-        self.middle = ResBlock(channels[-1], channels[-1], temb)
+        self.middle = ResBlock(channels[-1], channels[-1], temb, norm)
         self.decoder = nn.ModuleList(
-            nn.ModuleList(ResBlock(2 * c if j == 0 else c, c, temb) for j in range(blocks))
+            nn.ModuleList(ResBlock(2 * c if j == 0 else c, c, temb, norm) for j in range(blocks))
             for c in channels
         )
         self.ups = nn.ModuleList(Up(channels[i]) for i in range(1, LEVELS))
         self.to_next = nn.ModuleList(
             nn.Conv2d(channels[i], channels[i - 1], 1) for i in range(1, LEVELS)
         )
+        self.out_norm = _norm(norm, c0)
         self.out = zero_init(nn.Conv2d(c0, cio, 3, padding=1))
 
     def embed(self, t: Tensor, direction: Tensor | None) -> Tensor:
@@ -182,7 +217,7 @@ class DenoisingUNet(nn.Module):
                 h = block(h, temb)
             if i:
                 h = self.to_next[i - 1](self.ups[i - 1](h))
-        return self.out(F.silu(h))
+        return self.out(F.silu(self.out_norm(h)))
 
 
 def unet_radius(he_encoder: Encoder, unet: DenoisingUNet) -> float:

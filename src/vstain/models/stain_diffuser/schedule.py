@@ -34,6 +34,11 @@ class LinearSchedule:
         abar = self.alphas_bar.to(x0.device)[t].to(x0.dtype).view(-1, 1, 1, 1)
         return abar.sqrt() * x0 + (1 - abar).sqrt() * eps
 
+    def eps_from_x0(self, x_t: Tensor, t: Tensor, x0: Tensor) -> Tensor:
+        """The noise that takes clean ``x0`` to ``x_t`` at steps ``t`` (inverse of q_sample)."""
+        abar = self.alphas_bar.to(x_t.device)[t].to(x_t.dtype).view(-1, 1, 1, 1)
+        return (x_t - abar.sqrt() * x0) / (1 - abar).sqrt()
+
     def sampling_steps(self, steps: int) -> list[int]:
         """``steps`` evenly spaced steps from ``T - 1`` down ("trailing" spacing); all for T."""
         if not 1 <= steps <= self.timesteps:

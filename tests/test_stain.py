@@ -128,3 +128,25 @@ def test_k_stain_keypoints_are_stored_with_the_virtual_ihc(slide_path, tmp_path)
     keypoints = zarr.open_array(tmp_path / "k.zarr" / "keypoints" / "0", mode="r")[0]
     per_tile = [int(keypoints[:128, x : x + 128].sum()) for x in (0, 128)]
     assert all(1 <= n <= model.config["n_keypoints"] for n in per_tile), per_tile
+
+
+def test_tile_function_gives_diffusion_models_their_window_origins():
+    from vstain.models import choose_device
+    from vstain.stain import tile_function
+
+    torch.manual_seed(0)
+    model = create("stain-diffuser", "small").eval()
+    for p in model.parameters():  # zero-initialised output layers: randomise so noise shows
+        if not p.detach().any():
+            torch.nn.init.normal_(p, 0.0, 0.05)
+    dev = choose_device("cpu")
+    fn = tile_function(model, dev, {"steps": 2})
+    batch = np.random.default_rng(0).random((2, 3, 32, 32), dtype=np.float32)
+    out = fn(batch, origins=[(0, 0), (64, 128)])["ihc"]
+    for i, origin in enumerate([(0, 0), (64, 128)]):
+        alone = model.predict(torch.from_numpy(batch[i : i + 1]), steps=2, origin=origin).ihc
+        np.testing.assert_allclose(out[i : i + 1], alone.numpy(), atol=1e-5)
+    moved = fn(batch, origins=[(8, 0), (64, 128)])["ihc"]
+    assert not np.allclose(moved[0], out[0]) and np.allclose(moved[1], out[1], atol=1e-5)
+    pix2pix = tile_function(create("pix2pix").eval(), dev)
+    assert pix2pix(batch)["ihc"].shape == (2, 3, 32, 32)  # models without origin: batch only

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import shutil
 from pathlib import Path
 
@@ -47,10 +48,18 @@ def rasterised(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def tile_function(model, device, options: dict | None = None):
     """The tile engine's batch function for ``model`` on ``device`` (already there): predictions
-    with ``options``, point outputs rasterised."""
+    with ``options``, point outputs rasterised; models that take an ``origin`` (position-seeded
+    noise) get each window's position."""
     from vstain.models.device import predict_batch
 
-    return lambda batch: rasterised(predict_batch(model, batch, device, **(options or {})))
+    options = dict(options or {})
+    if "origin" not in inspect.signature(model.infer).parameters:
+        return lambda batch: rasterised(predict_batch(model, batch, device, **options))
+
+    def positioned(batch, origins):
+        return rasterised(predict_batch(model, batch, device, origin=origins, **options))
+
+    return positioned
 
 
 def choose_level(slide: Slide, model_pixel_size: float | None) -> int:

@@ -189,6 +189,23 @@ def test_error_in_model_propagates_and_stops_threads(slide, tmp_path):
         stain_level(slide, broken, tmp_path / "o.zarr", specs=[IHC], tile=64, halo=4, min_tissue=0)
 
 
+def test_batch_functions_with_origins_get_each_window_position(tmp_path):
+    image = np.zeros((40, 56, 3), np.uint8)
+    store = OutputStore.create(
+        tmp_path / "o.zarr", shape=(40, 56), tile=16, specs=[IHC], pixel_size=None, settings={}
+    )
+    grid = TileGrid((40, 56), tile=16, halo=4)
+    seen = []
+
+    def fn(batch, origins):
+        seen.extend(origins)
+        return {"ihc": batch}
+
+    run_tiles(image, fn, store, grid, grid.tiles(), batch_size=3)
+    assert sorted(seen) == sorted((t.window[1], t.window[0]) for t in grid.tiles())
+    assert (-4, -4) in seen  # the first window starts in the mirror-padded border
+
+
 def test_scalar_and_label_outputs(slide, tmp_path):
     specs = [
         OutputSpec("uncertainty", "scalar", 1, background=0.0),

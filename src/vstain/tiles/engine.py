@@ -1,12 +1,15 @@
 """The pipelined tile engine: reader thread -> batched model calls -> writer thread -> zarr store.
 
 The model is any callable taking a float32 batch (B, 3, H, W) in [0, 1] and returning a dict of
-(B, C, H, W) arrays (numpy or torch), one per :class:`OutputSpec`. It runs on the calling thread;
+(B, C, H, W) arrays (numpy or torch), one per :class:`OutputSpec`. A callable with an ``origins``
+parameter also gets each window's top-left (y, x) in level pixels (position-seeded noise of
+diffusion models, so that overlapping windows share it). It runs on the calling thread;
 reading and writing overlap with it on their own threads through bounded queues.
 """
 
 from __future__ import annotations
 
+import inspect
 import queue
 import threading
 import time
@@ -20,7 +23,7 @@ from vstain.tiles.cache import ChunkCache
 from vstain.tiles.grid import Tile, TileGrid, read_window
 from vstain.tiles.store import BACKGROUND, COMPUTED, PENDING, OutputStore
 
-BatchFn = Callable[[np.ndarray], dict]
+BatchFn = Callable[..., dict]  # fn(batch) or fn(batch, origins=[(y, x), ...])
 _END = object()
 
 
@@ -96,6 +99,7 @@ class _Pipeline:
         cancel: CancelToken,
     ):
         self.level, self.fn, self.store, self.grid = level, fn, store, grid
+        self.wants_origins = "origins" in inspect.signature(fn).parameters
         self.batch_size, self.progress, self.cancel = batch_size, progress, cancel
         self.blend, self.band = blend, band
         self.inbox: queue.Queue = queue.Queue(maxsize=2 * batch_size)
@@ -180,7 +184,9 @@ class _Pipeline:
         for batch in self._batches():
             windows = np.stack([w for _, w in batch]).astype(np.float32)
             windows = windows.transpose(0, 3, 1, 2) / np.float32(255.0)
-            outputs = {name: to_numpy(v) for name, v in self.fn(windows).items()}
+            extra = {"origins": [(t.window[1], t.window[0]) for t, _ in batch]}
+            result = self.fn(windows, **extra) if self.wants_origins else self.fn(windows)
+            outputs = {name: to_numpy(v) for name, v in result.items()}
             for i, (tile, _) in enumerate(batch):
                 if not self._put(self.outbox, (tile, {n: v[i] for n, v in outputs.items()})):
                     return

@@ -63,6 +63,10 @@ class LinePlot(QWidget):
         x0, x1 = min(xs), max(max(xs), min(xs) + 1)
         w, h = self.width() - 2 * MARGIN, self.height() - 2 * MARGIN
         painter.drawText(6, self.height() - 6, f"step {x0:g} - {x1:g}")
+        if not self.own_scale:  # one y range for all series: label its ends
+            lo, hi = (10**v if self.log else v for v in self._range(points))
+            painter.drawText(MARGIN + 3, MARGIN + 12, f"{hi:.3g}")
+            painter.drawText(MARGIN + 3, MARGIN + h - 3, f"{lo:.3g}")
         for k, (name, series) in enumerate(self.series.items()):
             y0, y1 = self._range(series if self.own_scale else points)
 

@@ -115,6 +115,7 @@ def cmd_batch(args) -> int:
             block=args.block,
             batch_size=args.batch_size,
             torch_threads=args.threads,
+            predict_options=dict(args.option),
             ome_tiff=args.ome_tiff,
             resume=args.resume,
             overwrite=args.overwrite,
@@ -461,6 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--block", type=int, default=8, help="tiles per side of a work unit")
     batch.add_argument("--batch-size", type=int, default=4)
     batch.add_argument("--summary", type=Path, help="JSON summary (default OUT/batch-summary.json)")
+    _add_option_argument(batch)
     again = batch.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="re-run only unfinished blocks")
     again.add_argument("--overwrite", action="store_true", help="replace existing outputs")

@@ -243,3 +243,21 @@ def test_killed_worker_mid_run_completes_identically(data, cluster, tmp_path):
     assert [s.status for s in summary.slides] == ["done", "done"] and not summary.failures
     for path in data["slides"]:
         assert_same_store(tmp_path / zarr_name(path), data["ref"] / zarr_name(path))
+
+
+def test_predict_options_reach_every_worker(data, cluster, tmp_path):
+    from vstain.errors import ModelError
+
+    torch.manual_seed(0)
+    model = create("asp-dgrank", tile_size=128, markers=["ck818"], pixel_size=0.5)
+    checkpoint = save_checkpoint(model, tmp_path / "asp.safetensors")
+    slide = data["slides"][0]
+    stain_slide(slide, checkpoint, tmp_path / "ref" / zarr_name(slide), options={"tta": 2})
+    one = {**data, "slides": [slide], "checkpoint": checkpoint}
+    summary = run(one, tmp_path / "out", cluster, predict_options={"tta": 2})
+    assert summary.slides[0].status == "done"
+    assert_same_store(tmp_path / "out" / zarr_name(slide), tmp_path / "ref" / zarr_name(slide))
+    settings = OutputStore.open(tmp_path / "out" / zarr_name(slide)).settings
+    assert settings["model"]["options"] == {"tta": 2}
+    with pytest.raises(ModelError, match="does not take the options"):
+        run(data, tmp_path / "bad", cluster, predict_options={"steps": 5})

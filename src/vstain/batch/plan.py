@@ -112,6 +112,7 @@ def plan_slide(
     block: int,
     resume: bool,
     overwrite: bool,
+    predict_options: dict | None = None,
 ) -> SlidePlan:
     """Open ``source``, create (or reopen to resume) its store, list its unfinished blocks."""
     slide = open_slide(source)
@@ -133,7 +134,9 @@ def plan_slide(
         tile=tile,
         specs=output_specs(card.outputs),
         pixel_size=pixel_size,
-        settings=run_settings(slide, level, card.halo, grid.align, "crop", model_settings(card)),
+        settings=run_settings(
+            slide, level, card.halo, grid.align, "crop", model_settings(card, predict_options)
+        ),
         resume=resume,
         overwrite=overwrite,
         done_block=block,

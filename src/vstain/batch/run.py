@@ -113,6 +113,7 @@ def stain_slides(
     block: int = DONE_BLOCK,
     batch_size: int = 4,
     torch_threads: int | None = None,
+    predict_options: dict | None = None,
     ome_tiff: bool = False,
     resume: bool = False,
     overwrite: bool = False,
@@ -126,7 +127,8 @@ def stain_slides(
     ``block`` tiles spread over the workers of ``scheduler`` (an address) or of a new
     LocalCluster of ``workers`` processes. ``resume`` re-runs only unfinished blocks. A slide
     that fails is reported in the summary (also written as JSON to ``summary_path``, default
-    ``DIR/batch-summary.json``) and the others go on.
+    ``DIR/batch-summary.json``) and the others go on. ``predict_options`` go to the model's
+    ``predict`` on every worker and into each store's settings (a resume must use the same).
     """
     from vstain.models import load_checkpoint, sha256_file
     from vstain.weights import resolve_checkpoint
@@ -141,14 +143,19 @@ def stain_slides(
     check_outputs(outs, resume, overwrite)
     checkpoint = resolve_checkpoint(str(model))
     loaded = load_checkpoint(checkpoint)  # a bad checkpoint fails here, before any worker starts
+    predict_options = dict(predict_options or {})
+    loaded._check_options(predict_options)  # and options it does not take
     options = {"tile": tile, "block": block, "resume": resume, "overwrite": overwrite}
+    options["predict_options"] = predict_options
     reports, plans = plan_cohort(sources, outs, loaded, **options)
     summary = BatchSummary(reports)
     start = time.perf_counter()
     if any(not p.finished for p in plans.values()):
         with connect(scheduler, workers, torch_threads) as (client, threads):
             name = f"vstain-model-{sha256_file(checkpoint)[:12]}-{device}"
-            client.register_plugin(ModelPlugin(str(checkpoint), device, threads), name=name)
+            client.register_plugin(
+                ModelPlugin(str(checkpoint), device, threads, predict_options), name=name
+            )
             summary.workers = len(client.scheduler_info()["workers"])
             summary.dashboard = dashboard_link(client)
             try:

@@ -32,8 +32,11 @@ def worker_device(device: str, worker_name, n_gpus: int) -> str:
 class ModelPlugin(WorkerPlugin):
     """Loads the checkpoint once when a worker starts (or joins later) and keeps it."""
 
-    def __init__(self, checkpoint: str, device: str, torch_threads: int | None):
+    def __init__(
+        self, checkpoint: str, device: str, torch_threads: int | None, options: dict | None = None
+    ):
         self.checkpoint, self.device, self.torch_threads = checkpoint, device, torch_threads
+        self.options = dict(options or {})
         self.model = self.predict = None
 
     def setup(self, worker) -> None:
@@ -47,7 +50,7 @@ class ModelPlugin(WorkerPlugin):
         device = worker_device(self.device, worker.name, torch.cuda.device_count())
         dev = choose_device(device)
         self.model = load_model(self.checkpoint, device)
-        self.predict = tile_function(self.model, dev)
+        self.predict = tile_function(self.model, dev, self.options)
 
     def teardown(self, worker) -> None:
         self.model = self.predict = None

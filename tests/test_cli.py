@@ -209,6 +209,10 @@ def test_train_set_overrides_config_entries(tmp_path, capsys):
     assert config["lr"] == 0.001 and config["ngf"] == 8
     assert main([*base, "--overwrite", "--set", "no_such_key=1"]) == 2
     assert "no_such_key" in capsys.readouterr().err
+    assert main([*base, "--overwrite", "--train-limit", "1"]) == 0
+    assert "(1 train pairs)" in read_card(ckpt).training_data
+    assert main([*base, "--overwrite", "--train-limit", "9"]) == 2
+    assert "--train-limit must be 1 to 2" in capsys.readouterr().err
 
 
 def test_evaluate_scores_adjacent_sections_against_the_aligned_ihc(tmp_path):

@@ -109,8 +109,9 @@ def test_aligned_ihc_stains_the_he_section(adjacent):
     from vstain.color import dab_od
 
     x, y = tissue_origin(adjacent, 256)
-    pair = render_tile(adjacent, x, y, 256, 256)
+    pair = render_tile(adjacent, x, y, 256, 256, aligned_ihc=True)
     aligned = render_ihc(adjacent, x, y, 256, 256, section="he")
+    np.testing.assert_array_equal(pair.ihc_aligned, aligned)  # one rendering, two entry points
     truth = pair.he_truth.dab.ravel()
 
     def corr(image):

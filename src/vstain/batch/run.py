@@ -144,7 +144,7 @@ def stain_slides(
     checkpoint = resolve_checkpoint(str(model))
     loaded = load_checkpoint(checkpoint)  # a bad checkpoint fails here, before any worker starts
     predict_options = dict(predict_options or {})
-    loaded._check_options(predict_options)  # and options it does not take
+    loaded.check_options(predict_options)  # and options it does not take
     options = {"tile": tile, "block": block, "resume": resume, "overwrite": overwrite}
     options["predict_options"] = predict_options
     reports, plans = plan_cohort(sources, outs, loaded, **options)

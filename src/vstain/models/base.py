@@ -221,7 +221,7 @@ class StainModel(nn.Module, ABC):
         The model's train/eval mode is restored afterwards, so previews during training are safe.
         """
         self._check_input(he)
-        self._check_options(options)
+        self.check_options(options)
         was_training = self.training
         self.eval()
         try:
@@ -251,7 +251,8 @@ class StainModel(nn.Module, ABC):
                 f"are multiples of {m}."
             )
 
-    def _check_options(self, options: dict) -> None:
+    def check_options(self, options: dict) -> None:
+        """Raise ModelError for predict options this model's ``infer`` does not take."""
         params = inspect.signature(self.infer).parameters
         if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
             return

@@ -22,7 +22,7 @@ from vstain.errors import CancelledError, OutputExistsError, SynthError
 from vstain.synth.hashing import stream_key
 from vstain.synth.layout import tissue_field
 from vstain.synth.noise import PointSampler
-from vstain.synth.render import TilePair, render_ihc, render_tile
+from vstain.synth.render import TilePair, render_tile
 from vstain.synth.spec import SlideSpec, make_spec
 from vstain.synth.transform import SectionTransform
 
@@ -197,13 +197,15 @@ def synth_dataset(
         if cancel is not None and cancel.cancelled:
             raise CancelledError(f"Dataset in {root} cancelled after {i} of {n} tiles.")
         spec = specs[k]
-        pair = render_tile(spec, x, y, tile, tile, ihc_origin=_ihc_origin(spec, x, y, tile))
+        adjacent = mode == "adjacent-section"
+        origin = _ihc_origin(spec, x, y, tile)
+        pair = render_tile(spec, x, y, tile, tile, ihc_origin=origin, aligned_ihc=adjacent)
         name = f"{i:05d}_s{k}_x{x}_y{y}"
         (root / "HE" / split / f"{name}.png").write_bytes(imagecodecs.png_encode(pair.he))
         (root / "IHC" / split / f"{name}.png").write_bytes(imagecodecs.png_encode(pair.ihc))
         truth = _truth_arrays(pair, marker)
-        if mode == "adjacent-section":
-            truth["ihc_aligned"] = render_ihc(spec, x, y, tile, tile, section="he")
+        if adjacent:
+            truth["ihc_aligned"] = pair.ihc_aligned
         np.savez_compressed(root / "truth" / split / f"{name}.npz", **truth)
         records.append(
             {

@@ -71,6 +71,8 @@ class TilePair:
     ihc_truth: SectionTruth
     cells: CellTable
     transform: SectionTransform | None  # None for same-section pairs
+    #: With ``aligned_ihc``: the H&E section itself stained for the marker (H&E coordinates).
+    ihc_aligned: np.ndarray | None = None
 
 
 def _check_region(spec: SlideSpec, x: int, y: int, w: int, h: int) -> None:
@@ -207,8 +209,13 @@ def render_ihc(
     """
     plan = _Plan.cover(spec, x, y, w, h)
     fields = compose(spec, "a", *plan.box) if section == "he" else _ihc_fields(spec, plan)
-    image = _scan(spec, plan, _ihc_od(spec, fields), "ihc")
-    return plan.crop_region(image, x, y, w, h)
+    return _scanned_ihc(spec, plan, fields, x, y, w, h)
+
+
+def _scanned_ihc(
+    spec: SlideSpec, plan: _Plan, fields: Fields, x: int, y: int, w: int, h: int
+) -> np.ndarray:
+    return plan.crop_region(_scan(spec, plan, _ihc_od(spec, fields), "ihc"), x, y, w, h)
 
 
 def _rows(table: Cells, labels: np.ndarray) -> np.ndarray:
@@ -254,10 +261,18 @@ def _cell_table(
 
 
 def render_tile(
-    spec: SlideSpec, x: int, y: int, w: int, h: int, *, ihc_origin: tuple[int, int] | None = None
+    spec: SlideSpec,
+    x: int,
+    y: int,
+    w: int,
+    h: int,
+    *,
+    ihc_origin: tuple[int, int] | None = None,
+    aligned_ihc: bool = False,
 ) -> TilePair:
     """Render the H&E region (x, y, w, h) and the IHC region of the same size at ``ihc_origin``
-    (default (x, y)), both scanned and clean, with their ground truth."""
+    (default (x, y)), both scanned and clean, with their ground truth; ``aligned_ihc`` also
+    renders ``render_ihc(..., section="he")`` from the H&E's own fields."""
     ihc_x, ihc_y = (x, y) if ihc_origin is None else ihc_origin
     plan = _Plan.cover(spec, x, y, w, h)
     fields_a = compose(spec, "a", *plan.box)
@@ -288,4 +303,5 @@ def render_tile(
         else _truth(spec, fields_b, lambda a: ihc_plan.crop_box(a, ihc_x, ihc_y, w, h)),
         cells=_cell_table(spec, fields_a.table, transform, x, y, w, h),
         transform=transform,
+        ihc_aligned=_scanned_ihc(spec, plan, fields_a, x, y, w, h) if aligned_ihc else None,
     )

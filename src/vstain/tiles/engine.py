@@ -184,8 +184,10 @@ class _Pipeline:
         for batch in self._batches():
             windows = np.stack([w for _, w in batch]).astype(np.float32)
             windows = windows.transpose(0, 3, 1, 2) / np.float32(255.0)
-            extra = {"origins": [(t.window[1], t.window[0]) for t, _ in batch]}
-            result = self.fn(windows, **extra) if self.wants_origins else self.fn(windows)
+            if self.wants_origins:
+                result = self.fn(windows, origins=[(t.window[1], t.window[0]) for t, _ in batch])
+            else:
+                result = self.fn(windows)
             outputs = {name: to_numpy(v) for name, v in result.items()}
             for i, (tile, _) in enumerate(batch):
                 if not self._put(self.outbox, (tile, {n: v[i] for n, v in outputs.items()})):

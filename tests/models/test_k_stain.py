@@ -17,6 +17,7 @@ from vstain.models.blocks.affine import (
     to_pixel_affine,
     warp_affine,
 )
+from vstain.models.blocks.hskd import anchor_grid
 from vstain.models.blocks.keypoints import centre_of_mass, gaussian_heatmaps
 from vstain.models.blocks.patchgan import PatchGANDiscriminator
 
@@ -220,6 +221,34 @@ def test_hskd_learns_to_register_a_known_rotation_and_shift(model):
     assert (found[0, :2, 2] - true[0, :2, 2]).abs().max() < 0.3
 
 
+@pytest.mark.parametrize("prior", [0.0, 0.1])
+def test_the_anchor_prior_spreads_untrained_keypoints_over_the_tile(prior, pair):
+    """Without the prior, an untrained detector puts every keypoint near the tile centre."""
+    torch.manual_seed(0)
+    model = create("k-stain", {**model_configs("k-stain")["small"], "hskd_prior": prior}).eval()
+    with torch.no_grad():
+        points = model.detector(pair["he"] * 2 - 1)[0]  # N x 2 pixels of a 64 px tile
+    anchors = anchor_grid(model.config["n_keypoints"]) * 64 - 0.5
+    spread = points.std(dim=0).min()
+    if prior:
+        assert spread > 10 and (points - anchors).norm(dim=1).max() < 6
+    else:
+        assert spread < 2 and (points - 31.5).abs().max() < 4
+
+
+def test_anchor_grid_covers_the_unit_square_evenly():
+    grid = anchor_grid(32)  # 4 rows x 8 columns
+    assert grid.shape == (32, 2)
+    assert torch.allclose(grid[:8, 0], (torch.arange(8) + 0.5) / 8)
+    assert torch.allclose(grid[::8, 1], (torch.arange(4) + 0.5) / 4)
+
+
+def test_checkpoints_from_before_the_prior_load_without_it():
+    cfg = model_configs("k-stain")["small"]
+    del cfg["hskd_prior"]
+    assert create("k-stain", cfg).detector.prior == 0.0
+
+
 def test_training_updates_d_then_g_and_reaches_every_weight(model, pair):
     model.train()
     state = RecordingState(model.configure_optimizers())
@@ -249,7 +278,9 @@ def test_ablation_switches_train(switch, pair):
     assert all(math.isfinite(v) for v in losses.values())
 
 
-@pytest.mark.parametrize(("key", "value"), [("hskd_stages", 5), ("sigma", 0.0), ("n_keypoints", 2)])
+@pytest.mark.parametrize(
+    ("key", "value"), [("hskd_stages", 5), ("sigma", 0.0), ("n_keypoints", 2), ("hskd_prior", -0.1)]
+)
 def test_invalid_configs_are_refused(key, value):
     with pytest.raises(ModelError, match="Config of 'k-stain' is invalid"):
         create("k-stain", {**model_configs("k-stain")["small"], key: value})

@@ -47,6 +47,7 @@ _SMALL = {
     "hskd_heads": 4,
     "hskd_layers": 1,
     "hskd_norm": "instance",
+    "hskd_prior": 0.1,  # not in the paper: spreads the untrained keypoints (docs/models/k_stain.md)
     "ridge": 1e-2,
     "sigma": 1.0,
     "kse_channels": 1,
@@ -76,6 +77,7 @@ _PAPER = {
     "hskd_stages": 4,
     "hskd_dim": 256,
     "hskd_heads": 8,
+    "hskd_prior": 0.0,
     "ngf": 64,
     "n_blocks": 6,
     "norm": "instance",
@@ -100,7 +102,11 @@ class Correspondence:
     residual: Tensor
 
 
-@register("k-stain", configs={"small": _SMALL, "paper": _PAPER})
+@register(
+    "k-stain",
+    configs={"small": _SMALL, "paper": _PAPER},
+    legacy={"hskd_prior": 0.0},  # checkpoints written before the anchor prior existed
+)
 class KStain(StainModel):
     """HSKD keypoints + KEG generator + KGD discriminator, trained on misaligned pairs."""
 
@@ -122,6 +128,7 @@ class KStain(StainModel):
             cfg["hskd_heads"],
             cfg["hskd_layers"],
             cfg["hskd_norm"],
+            cfg["hskd_prior"],
         )
         self.generator = KeypointGenerator(
             cfg["ngf"], cfg["n_blocks"], cfg["norm"], cfg["dropout"], self._embedding("keg")

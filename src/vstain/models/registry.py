@@ -13,13 +13,23 @@ from vstain.models.base import ModelCard, StainModel
 DERIVED_FIELDS = ("architecture", "config", "halo", "outputs", "normalisation")
 
 _MODELS: dict[str, tuple[type[StainModel], dict[str, dict]]] = {}
+#: Per model: config keys added after checkpoints were written, with the value that keeps the
+#: behaviour those checkpoints were trained with.
+_LEGACY: dict[str, dict] = {}
 
 
-def register(name: str, cls: type[StainModel] | None = None, *, configs: dict[str, dict]):
+def register(
+    name: str,
+    cls: type[StainModel] | None = None,
+    *,
+    configs: dict[str, dict],
+    legacy: dict | None = None,
+):
     """Register ``cls`` as ``name`` with named ``configs`` (at least "small" and "paper").
 
     Usable as a decorator: ``@register("pix2pix", configs={...})``. All configs of a model must have
-    the same keys.
+    the same keys. ``legacy`` gives keys newer than some checkpoints and the values that reproduce
+    those checkpoints; a config dict without such a key gets that value.
     """
 
     def add(model_cls: type[StainModel]) -> type[StainModel]:
@@ -29,7 +39,10 @@ def register(name: str, cls: type[StainModel] | None = None, *, configs: dict[st
             raise ValueError(f"{name}: configs need 'small' and 'paper', got {sorted(configs)}")
         if len({frozenset(c) for c in configs.values()}) != 1:
             raise ValueError(f"{name}: all configs must have the same keys")
+        if not set(legacy or {}) <= set(configs["small"]):
+            raise ValueError(f"{name}: legacy keys must be config keys, got {sorted(legacy)}")
         _MODELS[name] = (model_cls, copy.deepcopy(configs))
+        _LEGACY[name] = copy.deepcopy(legacy or {})
         return model_cls
 
     return add if cls is None else add(cls)
@@ -71,6 +84,7 @@ def resolve_config(name: str, config: str | dict) -> dict:
                 f"Known configs: {', '.join(sorted(configs))}."
             )
         return copy.deepcopy(configs[config])
+    config = _LEGACY[name] | dict(config)
     expected = set(configs["small"])
     missing, unknown = sorted(expected - set(config)), sorted(set(config) - expected)
     if missing or unknown:

@@ -16,6 +16,7 @@ from vstain.models import model_configs as configs
 from vstain.models.base import to_model_range
 from vstain.models.stain_diffuser.model import coarse_masks
 from vstain.models.stain_diffuser.noise import position_noise
+from vstain.models.stain_diffuser.samplers import SAMPLERS, Sampler
 from vstain.models.stain_diffuser.schedule import LinearSchedule
 from vstain.tiles import TileGrid, read_window
 
@@ -62,30 +63,34 @@ def test_x0_parametrisation_turns_the_unet_output_into_noise(pair):
 
 def test_sampling_steps_are_trailing_and_full_for_t():
     s = LinearSchedule(100, 1e-3, 0.2)
-    assert s.sampling_steps(5) == [99, 79, 59, 39, 19]
-    assert s.sampling_steps(100) == list(range(99, -1, -1))
+    for name in SAMPLERS:
+        assert Sampler(s, name, 5).timesteps == [99, 79, 59, 39, 19]
+        assert Sampler(s, name, 100).timesteps == list(range(99, -1, -1))
 
 
 def test_ancestral_step_is_the_papers_posterior():
     s, t = LinearSchedule(50, 1e-3, 0.3), 20
     x0 = torch.rand(1, 3, 4, 4) * 1.8 - 0.9
     x_t, z = torch.randn(1, 3, 4, 4), torch.randn(1, 3, 4, 4)
-    ab, ab_prev, beta = s.abar(t), s.abar(t - 1), float(s.betas[t])
+    ab, ab_prev, beta = (float(v) for v in (s.alphas_bar[t], s.alphas_bar[t - 1], s.betas[t]))
     eps = (x_t - math.sqrt(ab) * x0) / math.sqrt(1 - ab)  # predicts exactly this x0
     mean = (math.sqrt(ab_prev) * beta * x0 + math.sqrt(1 - beta) * (1 - ab_prev) * x_t) / (1 - ab)
     variance = (1 - ab_prev) * beta / (1 - ab)  # Eqs. 6 and 7
-    torch.testing.assert_close(s.step(x_t, eps, t, t - 1, 1.0, z), mean + math.sqrt(variance) * z)
+    found = Sampler(s, "ddpm", 50).step(x_t, eps, t, z)
+    torch.testing.assert_close(found, mean + math.sqrt(variance) * z, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("steps", [1, 3, 50])
-def test_ddim_with_the_true_noise_recovers_x0(steps):
+@pytest.mark.parametrize("sampler", ["ddim", "dpm-solver++"])
+@pytest.mark.parametrize("steps", [1, 5, 50])
+def test_deterministic_samplers_with_the_true_noise_recover_x0(sampler, steps):
     s = LinearSchedule(50, 1e-3, 0.3)
+    abar = s.alphas_bar.float()
     x0, x = torch.rand(1, 3, 8, 8) * 2 - 1, torch.randn(1, 3, 8, 8)
-    ts = s.sampling_steps(steps)
-    for t, t_prev in zip(ts, [*ts[1:], -1], strict=True):
-        eps = (x - math.sqrt(s.abar(t)) * x0) / math.sqrt(1 - s.abar(t))
-        x = s.step(x, eps, t, t_prev, 0.0, 0)
-    torch.testing.assert_close(x, x0)
+    solver = Sampler(s, sampler, steps)
+    for t in solver.timesteps:
+        eps = (x - abar[t].sqrt() * x0) / (1 - abar[t]).sqrt()
+        x = solver.step(x, eps, t)
+    torch.testing.assert_close(x, x0, atol=1e-4, rtol=1e-4)
 
 
 # --- position-seeded noise -------------------------------------------------------------------
@@ -198,7 +203,7 @@ def test_segmentation_branch_on_request():
         model(aux_target="none").predict(x, steps=2, segment=True)
 
 
-@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+@pytest.mark.parametrize("sampler", SAMPLERS)
 def test_sampling_is_deterministic_given_the_seed(sampler):
     m, x = model(), torch.rand(1, 3, 32, 32)
     first = m.predict(x, steps=4, sampler=sampler, seed=3).ihc

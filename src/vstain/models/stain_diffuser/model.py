@@ -38,7 +38,8 @@ from vstain.models.base import (
 from vstain.models.registry import register
 from vstain.models.stain_diffuser.networks import LEVELS, DenoisingUNet, Encoder, unet_radius
 from vstain.models.stain_diffuser.noise import batch_noise
-from vstain.models.stain_diffuser.schedule import SAMPLERS, LinearSchedule
+from vstain.models.stain_diffuser.samplers import SAMPLERS, Sampler
+from vstain.models.stain_diffuser.schedule import LinearSchedule
 
 #: Coarse-mask settings (the paper's mu + 2 sigma of the DAB map, as vstain.io.datasets uses).
 MASK_K, MASK_MIN_SIZE, MASK_MAX_HOLE = 2.0, 16, 64
@@ -166,12 +167,12 @@ class StainDiffuser(StainModel):
         b, _, h, w = feats[0].shape
         shape = torch.Size((b, channels, h, w))
         x = batch_noise((*stream, 0), shape, origins, feats[0])
-        ts = self.schedule.sampling_steps(steps)
-        for k, (t, t_prev) in enumerate(zip(ts, [*ts[1:], -1], strict=True)):
+        solver = Sampler(self.schedule, sampler, steps)
+        for k, t in enumerate(solver.timesteps):
             step = torch.full((b,), t, device=x.device)
             eps = self.predict_noise(branch, x, step, feats, direction)
-            noise = batch_noise((*stream, k + 1), shape, origins, x) if SAMPLERS[sampler] else 0
-            x = self.schedule.step(x, eps, t, t_prev, SAMPLERS[sampler], noise)
+            noise = batch_noise((*stream, k + 1), shape, origins, x) if solver.stochastic else None
+            x = solver.step(x, eps, t, noise)
         return x
 
     def samples(self, branch, feats, channels, n_samples, **options) -> Tensor:
@@ -185,7 +186,7 @@ class StainDiffuser(StainModel):
     ) -> dict:
         """Checked sampler options for :meth:`samples`."""
         if sampler not in SAMPLERS:
-            raise ModelError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}.")
+            raise ModelError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}.")
         if not 1 <= steps <= self.schedule.timesteps:
             raise ModelError(
                 f"steps must be between 1 and the model's {self.schedule.timesteps} diffusion "
@@ -211,7 +212,8 @@ class StainDiffuser(StainModel):
         seed: int = 0,
         origin: Sequence[int] = (0, 0),
     ) -> Prediction:
-        """Virtual IHC by ``sampler`` ("ddim": deterministic, "ddpm": ancestral) in ``steps``.
+        """Virtual IHC by ``sampler`` ("ddim", "dpm-solver++": deterministic; "ddpm": ancestral)
+        in ``steps`` network evaluations.
 
         ``origin``: (y, x) of the tile on the slide, so that overlapping tiles share noise.
         """

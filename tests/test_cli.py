@@ -158,7 +158,9 @@ def test_train_resume_and_evaluate_commands(tmp_path, capsys):
     ]
     assert main([*base, "--steps", "2"]) == 0
     assert main([*base, "--steps", "2"]) == 2  # exists
+    capsys.readouterr()
     assert main([*base, "--steps", "4", "--resume"]) == 0
+    assert "step 4/4: d " in capsys.readouterr().out  # progress lines without a terminal
     log = read_loss_log(tmp_path / "m.losses.csv")
     assert log["g_rec"][0] == [1, 2, 3, 4] and log["seconds"][0] == [1, 2, 3, 4]
     card = read_card(ckpt)

@@ -253,10 +253,14 @@ class _TrainBar:
         from tqdm import tqdm
 
         self.bar = tqdm(total=steps, unit="step", disable=None)
+        self.log_every = max(1, steps // 100)  # a line per 1% when there is no terminal (logs)
 
     def on_step(self, step, losses, seconds):
         self.bar.n = step
         self.bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=True)
+        if self.bar.disable and step % self.log_every == 0:
+            parts = ", ".join(f"{k} {v:.3f}" for k, v in losses.items())
+            print(f"step {step}/{self.bar.total}: {parts} ({seconds:.2f} s/step)", flush=True)
 
     def on_validation(self, step, metrics):
         scores = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float))

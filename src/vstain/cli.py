@@ -195,7 +195,7 @@ def cmd_train(args) -> int:
     """Train a registered model from scratch on a paired dataset (BCI / MIST / folder layout)."""
     from torch.utils.data import Subset
 
-    from vstain.io.datasets import open_paired_dataset
+    from vstain.io.datasets import evenly_spaced, open_paired_dataset
     from vstain.models import create
     from vstain.models.registry import resolve_config
     from vstain.train.loss_log import LossLog, loss_log_path
@@ -206,10 +206,10 @@ def cmd_train(args) -> int:
     data = open_paired_dataset(
         args.data, split="train", crop=args.crop, augment=True, seed=args.seed
     )
-    if args.train_limit is not None:  # the first N pairs (dataset-size ablations)
+    if args.train_limit is not None:  # N pairs spread over all slides (dataset-size ablations)
         if not 1 <= args.train_limit <= len(data):
             raise VstainError(f"--train-limit must be 1 to {len(data)} (the training pairs).")
-        data = Subset(data, range(args.train_limit))
+        data = Subset(data, evenly_spaced(args.train_limit, len(data)))
     val = open_paired_dataset(args.data, split="test", crop=args.crop, seed=args.seed)
     model = create(
         args.model,
@@ -534,7 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--val-limit", type=int, default=64, help="validate on this many test pairs (default 64)"
     )
     tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--train-limit", type=int, help="train on the first N pairs only")
+    tr.add_argument("--train-limit", type=int, help="train on N of the pairs, spread evenly over the list (all slides)")
     tr.add_argument("--device", default="auto")
     tr.add_argument(
         "--ema", type=float, help="keep and ship an EMA of the weights, e.g. 0.999 (diffusion)"

@@ -242,3 +242,14 @@ def test_crop_larger_than_images_is_an_error(bci):
         open_paired_dataset(bci, crop=80)
     with pytest.raises(DatasetError, match="no image pairs"):
         PairedDataset([])
+
+
+def test_evenly_spaced_subsets_cover_the_whole_list():
+    from vstain.io.datasets import evenly_spaced
+
+    assert evenly_spaced(160, 640) == list(range(2, 640, 4))
+    assert evenly_spaced(3, 3) == [0, 1, 2] and evenly_spaced(1, 9) == [4]
+    picked = evenly_spaced(7, 100)
+    assert len(set(picked)) == 7 and picked[0] < 100 / 7 and picked[-1] > 100 - 100 / 7
+    with pytest.raises(ValueError, match="1 <= n <= 5"):
+        evenly_spaced(6, 5)

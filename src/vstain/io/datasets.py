@@ -220,6 +220,17 @@ def layout_dirs(
     raise DatasetError(f"Unknown layout {layout!r}; use auto, bci, mist or folder.")
 
 
+def evenly_spaced(n: int, total: int) -> list[int]:
+    """``n`` of the indices ``0 .. total - 1``, spread evenly over the whole range.
+
+    Pairs are listed slide by slide, so a spread subset keeps every slide (the first ``n`` would
+    keep only the first slides): the training subsets of dataset-size ablations.
+    """
+    if not 1 <= n <= total:
+        raise ValueError(f"need 1 <= n <= {total}, got {n}")
+    return [(2 * i + 1) * total // (2 * n) for i in range(n)]
+
+
 def dataset_dab_stats(pairs: Sequence[Pair], seed: int = 0) -> DabStats:
     """DAB mean and std over up to ``STATS_IMAGES`` IHC images of ``pairs``, drawn with ``seed``."""
     rng = np.random.default_rng(seed)

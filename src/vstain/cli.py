@@ -534,7 +534,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--val-limit", type=int, default=64, help="validate on this many test pairs (default 64)"
     )
     tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--train-limit", type=int, help="train on N of the pairs, spread evenly over the list (all slides)")
+    tr.add_argument(
+        "--train-limit", type=int, help="train on N pairs spread evenly over the list (all slides)"
+    )
     tr.add_argument("--device", default="auto")
     tr.add_argument(
         "--ema", type=float, help="keep and ship an EMA of the weights, e.g. 0.999 (diffusion)"

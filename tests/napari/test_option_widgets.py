@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from vstain.models.registry import predict_options
+from vstain.models.registry import option_choices, predict_options
+from vstain.models.stain_diffuser.samplers import SAMPLERS
 from vstain.napari.job import StainRequest, store_path
 from vstain.napari.option_widgets import OptionsPanel
 
@@ -15,21 +16,30 @@ def test_panel_has_an_editor_per_usable_option_and_returns_edited_values(qtbot):
     panel = OptionsPanel()
     qtbot.addWidget(panel)
     defaults = {"steps": 50, "n_samples": 1, "tta": False, "eta": 0.0, "marker": None, "x": None}
-    panel.set_options(defaults, ["ck818", "cd3"])
+    defaults["sampler"] = "ddim"
+    panel.set_options(defaults, {"marker": ["ck818", "cd3"], "sampler": ["ddpm", "ddim"]})
     assert panel.values() == {
         "steps": 50,
         "n_samples": 1,
         "tta": False,
         "eta": 0.0,
         "marker": "ck818",
+        "sampler": "ddim",
     }
     panel._editors["steps"].setValue(20)
     panel._editors["tta"].setChecked(True)
     panel._editors["marker"].setCurrentText("cd3")
     assert panel.values()["steps"] == 20 and panel.values()["tta"] is True
     assert panel.values()["marker"] == "cd3"
-    panel.set_options({}, [])
+    panel.set_options({}, {})
     assert panel.values() == {} and panel.isHidden()
+
+
+def test_diffusion_models_offer_their_samplers_and_multi_stain_its_markers():
+    assert option_choices("stain-diffuser", ["cd3"]) == {"sampler": list(SAMPLERS)}
+    multi = option_choices("stain-diffuser-multi", ["ck818", "cd3"])
+    assert multi["marker"] == ["ck818", "cd3"] and "dpm-solver++" in multi["sampler"]
+    assert option_choices("pix2pix", ["ck818"]) == {}
 
 
 def test_models_without_options_show_none_and_options_name_the_store(tmp_path):

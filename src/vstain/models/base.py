@@ -186,6 +186,8 @@ class StainModel(nn.Module, ABC):
     normalisation: ClassVar[str] = "[-1,1]"
     #: Input height and width must be multiples of this (e.g. 4 for two stride-2 stages).
     size_multiple: ClassVar[int] = 1
+    #: The allowed values of string predict options (e.g. samplers), for editors and checks.
+    option_choices: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def __init__(self, card: ModelCard):
         super().__init__()
@@ -263,3 +265,8 @@ class StainModel(nn.Module, ABC):
                 f"{self.card.architecture} does not take the options {unknown}; "
                 f"it accepts {accepted or 'none'}."
             )
+        for name, allowed in self.option_choices.items():
+            if name in options and options[name] not in allowed:
+                raise ModelError(
+                    f"{name} must be one of {', '.join(allowed)}, got {options[name]!r}."
+                )

@@ -63,6 +63,14 @@ def predict_options(name: str) -> dict[str, object]:
     }
 
 
+def option_choices(name: str, markers: list[str]) -> dict[str, list[str]]:
+    """The allowed values of model ``name``'s string predict options; ``marker`` from the card."""
+    choices = {k: list(v) for k, v in _lookup(name)[0].option_choices.items()}
+    if "marker" in predict_options(name) and markers:
+        choices["marker"] = list(markers)
+    return choices
+
+
 def _lookup(name: str) -> tuple[type[StainModel], dict[str, dict]]:
     if name not in _MODELS:
         raise ModelError(f"Unknown model {name!r}. Known models: {', '.join(list_models())}.")

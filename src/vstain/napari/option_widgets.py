@@ -11,6 +11,8 @@ HELP = {
     "seed": "Seed of the sampler noise (the same seed gives the same stain)",
     "tta": "Test-time augmentation (flips and rotations); their spread is the uncertainty layer",
     "marker": "Which marker to show",
+    "sampler": "Diffusion sampler: ddim and dpm-solver++ are fast and deterministic, ddpm is the "
+    "paper's ancestral sampler (use it with many steps)",
 }
 
 
@@ -19,8 +21,9 @@ def _label(name: str) -> str:
 
 
 class OptionsPanel(QWidget):
-    """A form with one editor per option: spin boxes for numbers, a check box for flags, and the
-    card's markers for ``marker``; options without a usable default are left to the model."""
+    """A form with one editor per option: spin boxes for numbers, a check box for flags, a list
+    for options with choices (samplers, the card's markers); options without a usable default
+    are left to the model."""
 
     def __init__(self):
         super().__init__()
@@ -28,13 +31,14 @@ class OptionsPanel(QWidget):
         self._form.setContentsMargins(0, 0, 0, 0)
         self._editors: dict[str, QWidget] = {}
 
-    def set_options(self, defaults: dict[str, object], markers: list[str]) -> None:
-        """Replace the editors by ones for ``defaults`` (option name -> default value)."""
+    def set_options(self, defaults: dict[str, object], choices: dict[str, list[str]]) -> None:
+        """Replace the editors by ones for ``defaults`` (option name -> default value) and
+        ``choices`` (option name -> allowed values)."""
         while self._form.rowCount():
             self._form.removeRow(0)
         self._editors = {}
         for name, default in defaults.items():
-            editor = _editor(name, default, markers)
+            editor = _editor(default, choices.get(name))
             if editor is not None:
                 editor.setToolTip(HELP.get(name, ""))
                 self._form.addRow(_label(name), editor)
@@ -46,11 +50,11 @@ class OptionsPanel(QWidget):
         return {name: _value(editor) for name, editor in self._editors.items()}
 
 
-def _editor(name: str, default, markers: list[str]) -> QWidget | None:
-    if name == "marker" and markers:
+def _editor(default, choices: list[str] | None) -> QWidget | None:
+    if choices:
         box = QComboBox()
-        box.addItems(markers)
-        if default in markers:
+        box.addItems(choices)
+        if default in choices:
             box.setCurrentText(default)
         return box
     if isinstance(default, bool):

@@ -33,7 +33,7 @@ from vstain.errors import RegionError, SlideError, VstainError
 from vstain.io import Slide
 from vstain.models import ModelError, choose_device, read_card
 from vstain.models.device import available_devices
-from vstain.models.registry import predict_options
+from vstain.models.registry import option_choices, predict_options
 from vstain.napari import store_layers
 from vstain.napari.closing import ShutdownOnClose
 from vstain.napari.hub import hub
@@ -283,10 +283,12 @@ class VirtualStainWidget(ShutdownOnClose, QWidget):
         self.warning_label.setText(card_warning(card) or "")
         self.tile_box.setValue(card.tile_size)
         try:
-            self.options_panel.set_options(predict_options(card.architecture), card.markers)
+            arch = card.architecture
+            choices = option_choices(arch, card.markers)
+            self.options_panel.set_options(predict_options(arch), choices)
         except ModelError as e:  # a card of an architecture this vstain does not know
             notify_error(e)
-            self.options_panel.set_options({}, [])
+            self.options_panel.set_options({}, {})
         self.batch_box.setValue(default_batch(self.device_box.currentData()))
         self._set_actions_enabled(True)
 

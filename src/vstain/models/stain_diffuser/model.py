@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -84,6 +85,8 @@ def _origins(origin, batch: int) -> list[tuple[int, int]]:
 
 class StainDiffuser(StainModel):
     """The shared machinery: encoder, branches, q-sample loss and the seeded sampler."""
+
+    option_choices: ClassVar[dict[str, tuple[str, ...]]] = {"sampler": SAMPLERS}
 
     outputs = ("ihc", "uncertainty")
     normalisation = "[-1,1]"
@@ -185,8 +188,6 @@ class StainDiffuser(StainModel):
         self, x: Tensor, steps: int, sampler: str, n_samples: int, seed: int, origin
     ) -> dict:
         """Checked sampler options for :meth:`samples`."""
-        if sampler not in SAMPLERS:
-            raise ModelError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}.")
         if not 1 <= steps <= self.schedule.timesteps:
             raise ModelError(
                 f"steps must be between 1 and the model's {self.schedule.timesteps} diffusion "

@@ -6,7 +6,8 @@ counts on the first ``--limit`` test tiles of a paired dataset: PSNR, SSIM, posi
 ``uncertainty``: per tile, the mean of the ``uncertainty`` output (std over ``--samples`` draws)
 and the mean absolute error of the mean image against the real IHC; their Pearson and Spearman
 correlations over the tiles.
-Run: ``.venv/bin/python bench/bench_samplers.py {table,uncertainty} CKPT DATASET [--limit N]``.
+Run: ``.venv/bin/python bench/bench_samplers.py {table,uncertainty} CKPT DATASET [--limit N]
+[--crop PX]``.
 """
 
 from __future__ import annotations
@@ -73,10 +74,11 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=16)
     parser.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50])
     parser.add_argument("--samples", type=int, default=4)
+    parser.add_argument("--crop", type=int, help="score crops of this size (full DDPM is slow)")
     args = parser.parse_args()
     torch.manual_seed(0)
     model = load_checkpoint(args.checkpoint).eval()
-    data = open_paired_dataset(args.dataset, split="test")
+    data = open_paired_dataset(args.dataset, split="test", crop=args.crop)
     if args.mode == "table":
         table(model, data, args.limit, args.steps)
     else:

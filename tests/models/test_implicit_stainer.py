@@ -85,7 +85,9 @@ def test_neighbourhoods_are_unfold_columns():
 
 
 def gradient_radius(m, size: int = 96) -> int:
-    """Farthest input pixel with non-zero gradient from an output pixel, over all 8 phases."""
+    """Farthest input pixel with non-zero gradient from an output pixel, over all 8 phases, in
+    eval mode (as the tile engine runs it; training batch norm couples all pixels)."""
+    m.eval()
     worst = 0
     for c in range(size // 2, size // 2 + 8):
         x = torch.rand(1, 3, size, size, requires_grad=True)
@@ -223,11 +225,21 @@ def test_fuse_sum_and_single_encoders():
         ({"train_queries": 100}, "lambda_perceptual to 0"),
         ({"encoders": "vit"}, "encoders must be one of"),
         ({"coords": "global"}, "coords must be one of"),
+        ({"conv_norm": "instance"}, "conv_norm must be one of"),
     ],
 )
 def test_invalid_configs_raise_model_error(changes, match):
     with pytest.raises(ModelError, match=match):
         model(**changes)
+
+
+def test_conv_norm_none_keeps_the_layer_keys_of_checkpoints_before_it():
+    """Checkpoints written before ``conv_norm`` existed load as ``"none"`` (registry legacy)."""
+    plain, normed = model(conv_norm="none"), model()
+    assert not any("running_mean" in k for k in plain.conv.state_dict())
+    assert any("running_mean" in k for k in normed.conv.state_dict())
+    old = {k: v for k, v in plain.card.config.items() if k != "conv_norm"}
+    assert create(NAME, old).config["conv_norm"] == "none"
 
 
 def test_inputs_must_be_multiples_of_the_window_grid():

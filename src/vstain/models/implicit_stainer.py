@@ -35,6 +35,7 @@ GRID = 8
 _PAPER = {
     "encoders": "both",
     "conv_channels": [32] * 3 + [64] * 3 + [128] * 3 + [256] * 3,
+    "conv_norm": "none",
     "swin_dim": 256,
     "swin_depth": 6,
     "swin_heads": 8,
@@ -53,6 +54,7 @@ _PAPER = {
 _SMALL = {
     **_PAPER,
     "conv_channels": [16, 16, 32, 32, 32, 32],
+    "conv_norm": "batch",  # without it the stain does not appear in a CPU budget (model doc)
     "swin_dim": 32,
     "swin_depth": 2,
     "swin_heads": 1,  # head width 32, as the paper's 256 / 8
@@ -94,7 +96,11 @@ def _sample_pixels(batch: int, pixels: int, n: int, device: torch.device) -> Ten
     return torch.rand(batch, pixels, device=device).argsort(1)[:, :n]
 
 
-@register("implicit-stainer", configs={"small": _SMALL, "paper": _PAPER})
+@register(
+    "implicit-stainer",
+    configs={"small": _SMALL, "paper": _PAPER},
+    legacy={"conv_norm": "none"},
+)
 class ImplicitStainer(StainModel):
     """Dual full-resolution encoder + local implicit function (shared per-pixel MLP)."""
 
@@ -107,7 +113,11 @@ class ImplicitStainer(StainModel):
         cfg = card.config
         check_config(cfg)
         use = cfg["encoders"]
-        self.conv = ConvEncoder(cfg["conv_channels"]) if use in ("both", "conv") else None
+        self.conv = (
+            ConvEncoder(cfg["conv_channels"], norm=cfg["conv_norm"])
+            if use in ("both", "conv")
+            else None
+        )
         self.swin = (
             SwinEncoder(
                 cfg["swin_dim"],

@@ -12,22 +12,30 @@ from torch import Tensor, nn
 from torchvision.models.swin_transformer import SwinTransformerBlock
 
 from vstain.models.blocks.receptive import receptive_field
+from vstain.models.blocks.resnet_generator import norm_layer
+
+#: Normalisations of the conv encoder: per-pixel ones only, so tiles stay exact.
+CONV_NORMS = ("none", "batch")
 
 
 class ConvEncoder(nn.Module):
     """3x3 convolutions, stride 1, zero padding; ``channels[i]`` outputs for layer i.
 
-    ReLU follows every layer but the last, whose features are left linear for fusion.
+    Norm (``"batch"``) and ReLU follow every layer but the last, whose features are left linear
+    for fusion.
     """
 
-    def __init__(self, channels: Sequence[int], in_channels: int = 3):
+    def __init__(self, channels: Sequence[int], in_channels: int = 3, norm: str = "none"):
         super().__init__()
         if not channels or any(c < 1 for c in channels):
             raise ValueError(f"conv_channels must be positive widths, got {list(channels)}")
+        if norm not in CONV_NORMS:
+            raise ValueError(f"conv_norm must be one of {CONV_NORMS}, got {norm!r}")
         layers: list[nn.Module] = []
         for i, c in enumerate(channels):
             layers.append(nn.Conv2d(in_channels if i == 0 else channels[i - 1], c, 3, padding=1))
             if i < len(channels) - 1:
+                layers += [norm_layer(norm, c)] if norm != "none" else []  # keeps old keys
                 layers.append(nn.ReLU(inplace=True))
         self.layers = nn.Sequential(*layers)
         self.out_channels = channels[-1]

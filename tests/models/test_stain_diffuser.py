@@ -61,6 +61,17 @@ def test_x0_parametrisation_turns_the_unet_output_into_noise(pair):
     torch.testing.assert_close(m.predict_noise("generation", x_t, t, [], None), eps)
 
 
+def test_x0_loss_weight_is_the_mse_of_the_implied_clean_image(pair):
+    """Noise MSE / SNR(t) is the clean-image MSE, whichever step each image drew."""
+    m = model(parametrisation="x0", loss_weight="x0", randomise=False)
+    x0 = to_model_range(pair["ihc"], "[-1,1]").repeat(4, 1, 1, 1)
+    guess = torch.rand_like(x0) * 2 - 1
+    m.branches["generation"].forward = lambda x, t, feats, direction: guess
+    loss = m.denoising_loss("generation", [], x0)
+    torch.testing.assert_close(loss, torch.nn.functional.mse_loss(guess, x0), rtol=1e-3, atol=0)
+    assert configs("stain-diffuser")["paper"]["loss_weight"] == "eps"  # the paper's loss
+
+
 def test_sampling_steps_are_trailing_and_full_for_t():
     s = LinearSchedule(100, 1e-3, 0.2)
     for name in SAMPLERS:
@@ -223,7 +234,9 @@ def test_multi_stain_predicts_every_marker_by_name():
 
 
 def gradient_radius(m, size: int = 232) -> int:
-    """Farthest H&E or x_t pixel with non-zero gradient from an output pixel (8 phases)."""
+    """Farthest H&E or x_t pixel with non-zero gradient from an output pixel (8 phases), in
+    eval mode (as the tile engine runs it; training batch norm couples all pixels)."""
+    m.eval()
     worst = 0
     for c in range(size // 2, size // 2 + 8):
         he = torch.rand(1, 3, size, size, requires_grad=True)
@@ -236,8 +249,9 @@ def gradient_radius(m, size: int = 232) -> int:
     return worst
 
 
-def test_halo_covers_one_unet_evaluation():
-    m = model()
+@pytest.mark.parametrize("he_norm", ["channel", "batch"])
+def test_halo_covers_one_unet_evaluation(he_norm):
+    m = model(he_norm=he_norm)
     radius, halo = gradient_radius(m), m.receptive_halo()
     assert halo % m.size_multiple == 0 and m.card.halo == halo
     assert radius <= halo < radius + 2 * m.size_multiple
@@ -320,7 +334,8 @@ def test_bad_options_raise_model_error(options, match):
         ("stain-diffuser-multi", {}, {"markers": ["cd3"]}, "names 1 markers but n_markers is 3"),
         ("stain-diffuser", {"timesteps": 0}, {}, "timesteps must be >= 1"),
         ("stain-diffuser", {"parametrisation": "v"}, {}, "parametrisation must be one of"),
-        ("stain-diffuser-multi", {"norm": "group"}, {}, "norm must be 'channel' or 'none'"),
+        ("stain-diffuser-multi", {"norm": "group"}, {}, "norm must be one of"),
+        ("stain-diffuser", {"loss_weight": "snr"}, {}, "loss_weight must be one of"),
     ],
 )
 def test_invalid_configs_raise_model_error(name, changes, card, match):

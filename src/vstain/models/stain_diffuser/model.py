@@ -22,7 +22,6 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.optim import Adam, Optimizer
 
@@ -47,6 +46,9 @@ MASK_K, MASK_MIN_SIZE, MASK_MAX_HOLE = 2.0, 16, 64
 AUX_TARGETS = ("mask", "distance", "none")
 #: What the UNet outputs: the noise (the paper) or the clean image, turned into its noise.
 PARAMETRISATIONS = ("eps", "x0")
+#: "eps": the paper's noise MSE. "x0": the same MSE divided by SNR(t), which is the MSE of the
+#: implied clean image (noise MSE = SNR(t) x clean-image MSE); it weights every step alike.
+LOSS_WEIGHTS = ("eps", "x0")
 
 _BASE_SMALL = {
     "channels": [16, 32, 64, 64],
@@ -57,6 +59,8 @@ _BASE_SMALL = {
     "lr": 2e-4,
     "noise_draws": 1,
     "norm": "channel",
+    "he_norm": "channel",
+    "loss_weight": "eps",
     "parametrisation": "x0",
     "lr_decay_start": 1.0,
 }
@@ -68,6 +72,9 @@ _BASE_PAPER = {
     "lr": 1e-4,
     "parametrisation": "eps",
 }
+
+#: What checkpoints written before a config key existed were trained with.
+_LEGACY = {"he_norm": "channel", "loss_weight": "eps"}
 
 
 def _origins(origin, batch: int) -> list[tuple[int, int]]:
@@ -97,8 +104,10 @@ class StainDiffuser(StainModel):
         cfg = card.config
         if cfg["parametrisation"] not in PARAMETRISATIONS:
             raise ValueError(f"parametrisation must be one of {PARAMETRISATIONS}")
+        if cfg["loss_weight"] not in LOSS_WEIGHTS:
+            raise ValueError(f"loss_weight must be one of {LOSS_WEIGHTS}")
         self.schedule = LinearSchedule(cfg["timesteps"], cfg["beta_start"], cfg["beta_end"])
-        self.encoder = Encoder(3, cfg["channels"], cfg["res_blocks"], norm=cfg["norm"])
+        self.encoder = Encoder(3, cfg["channels"], cfg["res_blocks"], norm=cfg["he_norm"])
         self.branches = torch.nn.ModuleDict(
             {
                 name: DenoisingUNet(
@@ -128,7 +137,8 @@ class StainDiffuser(StainModel):
     def denoising_loss(
         self, branch: str, feats: list[Tensor], x0: Tensor, direction: Tensor | None = None
     ) -> Tensor:
-        """Epsilon-prediction MSE of ``branch`` on clean ``x0`` at uniformly drawn steps.
+        """Epsilon-prediction MSE of ``branch`` on clean ``x0`` at uniformly drawn steps, each
+        image's weighted by ``loss_weight``.
 
         Each image is noised ``noise_draws`` times (own step and noise each): a larger batch of
         draws for the same encoder pass, which lowers the variance of the estimate.
@@ -140,7 +150,14 @@ class StainDiffuser(StainModel):
         t = torch.randint(0, self.schedule.timesteps, (x0.shape[0],), device=x0.device)
         eps = torch.randn_like(x0)
         x_t = self.schedule.q_sample(x0, t, eps)
-        return F.mse_loss(self.predict_noise(branch, x_t, t, feats, direction), eps)
+        errors = (self.predict_noise(branch, x_t, t, feats, direction) - eps).pow(2)
+        return (errors.mean((1, 2, 3)) * self.loss_weights(t)).mean()
+
+    def loss_weights(self, t: Tensor) -> Tensor:
+        """Per-sample weights of the noise MSE at steps ``t`` (see :data:`LOSS_WEIGHTS`)."""
+        if self.config["loss_weight"] == "eps":
+            return torch.ones(t.shape, device=t.device)
+        return (1 / self.schedule.snr(t)).float().to(t.device)
 
     def predict_noise(
         self, branch: str, x_t: Tensor, t: Tensor, feats: list[Tensor], direction=None
@@ -245,6 +262,7 @@ def coarse_masks(ihc: Tensor) -> Tensor:
         "small": {**_BASE_SMALL, "aux_target": "mask", "lambda_seg": 1.0},
         "paper": {**_BASE_PAPER, "aux_target": "mask", "lambda_seg": 1.0},
     },
+    legacy=_LEGACY,
 )
 class MultitaskStainDiffuser(StainDiffuser):
     """IHC generation + auxiliary segmentation (coarse mask or signed distance) diffusion."""
@@ -307,6 +325,7 @@ class MultitaskStainDiffuser(StainDiffuser):
 @register(
     "stain-diffuser-bidirectional",
     configs={"small": dict(_BASE_SMALL), "paper": dict(_BASE_PAPER)},
+    legacy=_LEGACY,
 )
 class BidirectionalStainDiffuser(StainDiffuser):
     """One encoder and one UNet for H&E -> IHC (direction 0) and IHC -> H&E (direction 1)."""
@@ -336,6 +355,7 @@ class BidirectionalStainDiffuser(StainDiffuser):
         "small": {**_BASE_SMALL, "n_markers": 3, "marker_weights": [1.0, 1.0, 1.0]},
         "paper": {**_BASE_PAPER, "n_markers": 2, "marker_weights": [1.0, 1.0]},
     },
+    legacy=_LEGACY,
 )
 class MultiStainDiffuser(StainDiffuser):
     """One H&E encoder, one generation UNet (with its own attention gates) per marker."""

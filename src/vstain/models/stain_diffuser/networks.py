@@ -1,9 +1,10 @@
 """StainDiffuser's networks: the H&E encoder (F1..F4), task attention gates and denoising UNets.
 
-Every layer is a convolution or a per-pixel operation: there is no normalisation (GroupNorm would
-couple every pixel of a tile; residual branches start at zero instead, as ADM's zero_module), so an
-output pixel depends on a bounded neighbourhood and tiles of one network evaluation stitch exactly;
-:func:`unet_radius` gives that neighbourhood's radius.
+Every layer is a convolution or a per-pixel operation at inference: no GroupNorm (it would couple
+every pixel of a tile; residual branches start at zero instead, as ADM's zero_module), only
+per-pixel channel norms or batch norm (running statistics at inference), so an output pixel depends
+on a bounded neighbourhood and tiles of one network evaluation stitch exactly; :func:`unet_radius`
+gives that neighbourhood's radius.
 """
 
 from __future__ import annotations
@@ -42,10 +43,16 @@ class ChannelNorm(nn.Module):
         return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
 
 
+#: "batch" only suits networks whose batch shares one input distribution (the H&E encoder): in
+#: the denoisers a batch mixes noise levels.
+NORMS = ("channel", "batch", "none")
+
+
 def _norm(kind: str, channels: int) -> nn.Module:
-    if kind not in ("channel", "none"):
-        raise ValueError(f"norm must be 'channel' or 'none', got {kind!r}")
-    return ChannelNorm(channels) if kind == "channel" else nn.Identity()
+    if kind not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {kind!r}")
+    layers = {"channel": ChannelNorm, "batch": nn.BatchNorm2d}
+    return layers[kind](channels) if kind in layers else nn.Identity()
 
 
 class ResBlock(nn.Module):

@@ -28,6 +28,11 @@ class LinearSchedule:
         abar = self.alphas_bar.to(x0.device)[t].to(x0.dtype).view(-1, 1, 1, 1)
         return abar.sqrt() * x0 + (1 - abar).sqrt() * eps
 
+    def snr(self, t: Tensor) -> Tensor:
+        """Signal-to-noise ratio ``abar_t / (1 - abar_t)`` at steps ``t`` (float64, CPU)."""
+        abar = self.alphas_bar[t.cpu()]
+        return abar / (1 - abar)
+
     def eps_from_x0(self, x_t: Tensor, t: Tensor, x0: Tensor) -> Tensor:
         """The noise that takes clean ``x0`` to ``x_t`` at steps ``t`` (inverse of q_sample)."""
         abar = self.alphas_bar.to(x_t.device)[t].to(x_t.dtype).view(-1, 1, 1, 1)

@@ -22,6 +22,7 @@ from typing import ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.optim import Adam, Optimizer
 
@@ -150,14 +151,11 @@ class StainDiffuser(StainModel):
         t = torch.randint(0, self.schedule.timesteps, (x0.shape[0],), device=x0.device)
         eps = torch.randn_like(x0)
         x_t = self.schedule.q_sample(x0, t, eps)
-        errors = (self.predict_noise(branch, x_t, t, feats, direction) - eps).pow(2)
-        return (errors.mean((1, 2, 3)) * self.loss_weights(t)).mean()
-
-    def loss_weights(self, t: Tensor) -> Tensor:
-        """Per-sample weights of the noise MSE at steps ``t`` (see :data:`LOSS_WEIGHTS`)."""
+        noise = self.predict_noise(branch, x_t, t, feats, direction)
         if self.config["loss_weight"] == "eps":
-            return torch.ones(t.shape, device=t.device)
-        return (1 / self.schedule.snr(t)).float().to(t.device)
+            return F.mse_loss(noise, eps)
+        weights = (1 / self.schedule.snr(t)).to(noise)  # see LOSS_WEIGHTS
+        return ((noise - eps).pow(2).mean((1, 2, 3)) * weights).mean()
 
     def predict_noise(
         self, branch: str, x_t: Tensor, t: Tensor, feats: list[Tensor], direction=None

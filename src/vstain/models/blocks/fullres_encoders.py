@@ -35,7 +35,8 @@ class ConvEncoder(nn.Module):
         for i, c in enumerate(channels):
             layers.append(nn.Conv2d(in_channels if i == 0 else channels[i - 1], c, 3, padding=1))
             if i < len(channels) - 1:
-                layers += [norm_layer(norm, c)] if norm != "none" else []  # keeps old keys
+                if norm != "none":  # no Identity layer: checkpoints keep their keys
+                    layers.append(norm_layer(norm, c))
                 layers.append(nn.ReLU(inplace=True))
         self.layers = nn.Sequential(*layers)
         self.out_channels = channels[-1]

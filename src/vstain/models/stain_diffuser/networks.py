@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vstain.models.blocks.receptive import receptive_field
+from vstain.models.blocks.resnet_generator import norm_layer
 from vstain.models.blocks.time_patchgan import timestep_embedding
 
 LEVELS = 4
@@ -51,8 +52,7 @@ NORMS = ("channel", "batch", "none")
 def _norm(kind: str, channels: int) -> nn.Module:
     if kind not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {kind!r}")
-    layers = {"channel": ChannelNorm, "batch": nn.BatchNorm2d}
-    return layers[kind](channels) if kind in layers else nn.Identity()
+    return ChannelNorm(channels) if kind == "channel" else norm_layer(kind, channels)
 
 
 class ResBlock(nn.Module):

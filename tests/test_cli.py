@@ -217,6 +217,33 @@ def test_train_set_overrides_config_entries(tmp_path, capsys):
     assert "--train-limit must be 1 to 2" in capsys.readouterr().err
 
 
+def test_train_joins_one_dataset_per_marker_for_multi_stain(tmp_path, capsys):
+    from vstain.models import read_card
+    from vstain.synth import synth_dataset
+
+    folders = []
+    for marker in ("ck818", "cd3"):
+        folders += ["--data", str(tmp_path / marker), "--marker", marker]
+        synth_dataset(
+            tmp_path / marker,
+            2,
+            tile=64,
+            marker=marker,
+            slides=2,
+            slide_size=1024,
+            test_fraction=0.5,
+        )
+    ckpt = tmp_path / "multi.safetensors"
+    base = ["train", "--model", "stain-diffuser-multi", "--out", str(ckpt), "--crop", "64"]
+    base += ["--steps", "1", "--batch-size", "2", "--val-every", "1", "--val-limit", "1"]
+    base += ["--set", "n_markers=2", "--set", "marker_weights=[1.0, 1.0]"]
+    assert main([*base, *folders]) == 0
+    card = read_card(ckpt)
+    assert card.markers == ["ck818", "cd3"] and "(2 train pairs)" in card.training_data
+    assert main([*base, "--overwrite", *folders[:-2]]) == 2  # a folder without its marker
+    assert "2 --data folders need one --marker each" in capsys.readouterr().err
+
+
 def test_evaluate_scores_adjacent_sections_against_the_aligned_ihc(tmp_path):
     from vstain.io.datasets import open_paired_dataset
     from vstain.metrics.evaluate import evaluate

@@ -203,21 +203,20 @@ def cmd_train(args) -> int:
 
     # --set entries replace entries of the named config; unknown keys are refused by name
     config = resolve_config(args.model, resolve_config(args.model, args.config) | dict(args.set))
-    data = open_paired_dataset(
-        args.data, split="train", crop=args.crop, augment=True, seed=args.seed
-    )
+    data = _training_pairs(args)
     if args.train_limit is not None:  # N pairs spread over all slides (dataset-size ablations)
         if not 1 <= args.train_limit <= len(data):
             raise VstainError(f"--train-limit must be 1 to {len(data)} (the training pairs).")
         data = Subset(data, evenly_spaced(args.train_limit, len(data)))
-    val = open_paired_dataset(args.data, split="test", crop=args.crop, seed=args.seed)
+    # validation: the first dataset's test split, i.e. the first marker's
+    val = open_paired_dataset(args.data[0], split="test", crop=args.crop, seed=args.seed)
     model = create(
         args.model,
         config,
         markers=args.marker,
         pixel_size=args.pixel_size,
         tile_size=args.tile,
-        training_data=f"{args.data} ({len(data)} train pairs)",
+        training_data=f"{', '.join(map(str, args.data))} ({len(data)} train pairs)",
         notes=args.notes,
     )
     if args.out.exists() and not (args.resume or args.overwrite):
@@ -244,6 +243,26 @@ def cmd_train(args) -> int:
     print(f"{args.out}: {result.steps} steps; validation {result.validation[-1:] or 'none'}")
     print(f"losses of every step: {log.path}")
     return 0
+
+
+def _training_pairs(args):
+    """The training split of ``--data``; several ``--data`` (one per ``--marker``, in order) are
+    joined as uniplex pairs whose items carry their marker's index (multi-stain models)."""
+    from vstain.io.datasets import MarkerDataset, open_paired_dataset
+
+    def pairs(root: Path):
+        return open_paired_dataset(
+            root, split="train", crop=args.crop, augment=True, seed=args.seed
+        )
+
+    if len(args.data) == 1:
+        return pairs(args.data[0])
+    if len(args.marker) != len(args.data):
+        raise VstainError(
+            f"{len(args.data)} --data folders need one --marker each, in the same order "
+            f"(got {len(args.marker)})."
+        )
+    return MarkerDataset([pairs(root) for root in args.data])
 
 
 class _TrainBar:
@@ -520,7 +539,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override one config entry, e.g. --set keg=false (ablations)",
     )
-    tr.add_argument("--data", type=Path, required=True, help="BCI / MIST / folder-of-pairs root")
+    tr.add_argument(
+        "--data",
+        type=Path,
+        action="append",
+        required=True,
+        help="BCI / MIST / folder-of-pairs root; repeat with one --marker each for multi-stain",
+    )
     tr.add_argument("--out", type=Path, required=True, help="checkpoint .safetensors")
     tr.add_argument("--steps", type=int, default=2000)
     tr.add_argument("--batch-size", type=int, default=4)

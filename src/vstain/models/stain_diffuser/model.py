@@ -61,7 +61,7 @@ _BASE_SMALL = {
     "noise_draws": 1,
     "norm": "channel",
     "he_norm": "channel",
-    "loss_weight": "eps",
+    "loss_weight": "x0",
     "parametrisation": "x0",
     "lr_decay_start": 1.0,
 }
@@ -71,6 +71,7 @@ _BASE_PAPER = {
     "res_blocks": 2,
     "timesteps": 2000,
     "lr": 1e-4,
+    "loss_weight": "eps",
     "parametrisation": "eps",
 }
 

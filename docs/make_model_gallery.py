@@ -1,0 +1,49 @@
+"""Picture of test tiles: H&E, real IHC, then each checkpoint's virtual IHC, one row per tile.
+
+python docs/make_model_gallery.py --data /tmp/ck818ds --tiles 0 40 80 \
+    --out docs/images/gallery.png --option steps=50 implicit-stainer stain-diffuser pix2pix
+Predict options (``--option KEY=VALUE``) go to the models that take them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+from pathlib import Path
+
+import numpy as np
+import torch
+from skimage.io import imsave
+
+from vstain.cli import _option
+from vstain.io.datasets import open_paired_dataset
+from vstain.metrics.evaluate import to_uint8
+from vstain.stain import load_model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("models", nargs="+", help="shipped names or checkpoint paths")
+    parser.add_argument("--data", type=Path, required=True, help="paired dataset (test split)")
+    parser.add_argument("--tiles", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--option", type=_option, action="append", default=[])
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+
+    data = open_paired_dataset(args.data, split="test")
+    items = [data[i] for i in args.tiles]
+    he = torch.stack([item["he"] for item in items])
+    columns = [he, torch.stack([item["ihc"] for item in items])]
+    for name in args.models:
+        model = load_model(name, "cpu")
+        accepted = inspect.signature(model.infer).parameters
+        options = {k: v for k, v in args.option if k in accepted}
+        with torch.no_grad():
+            columns.append(model.predict(he, **options).ihc)
+    rows = [np.concatenate([to_uint8(c)[i] for c in columns], axis=1) for i in range(len(items))]
+    imsave(args.out, np.concatenate(rows, axis=0), check_contrast=False)
+    print(f"{args.out}: columns H&E, real IHC, " + ", ".join(args.models))
+
+
+if __name__ == "__main__":
+    main()

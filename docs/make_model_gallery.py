@@ -1,14 +1,14 @@
 """Picture of test tiles: H&E, real IHC, then each checkpoint's virtual IHC, one row per tile.
 
-python docs/make_model_gallery.py --data /tmp/ck818ds --tiles 0 40 80 \
-    --out docs/images/gallery.png --option steps=50 implicit-stainer stain-diffuser pix2pix
+python docs/make_model_gallery.py --data /tmp/ck818ds --tiles 0 5 12 \
+    --out docs/images/gallery_ck818.jpg --option steps=20 --option sampler=dpm-solver++ \
+    implicit-stainer stain-diffuser pix2pix
 Predict options (``--option KEY=VALUE``) go to the models that take them.
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ from skimage.io import imsave
 from vstain.cli import _option
 from vstain.io.datasets import open_paired_dataset
 from vstain.metrics.evaluate import to_uint8
+from vstain.models.registry import predict_options
 from vstain.stain import load_model
 
 
@@ -36,11 +37,12 @@ def main() -> None:
     columns = [he, torch.stack([item["ihc"] for item in items])]
     for name in args.models:
         model = load_model(name, "cpu")
-        accepted = inspect.signature(model.infer).parameters
+        accepted = predict_options(model.card.architecture)
         options = {k: v for k, v in args.option if k in accepted}
         with torch.no_grad():
             columns.append(model.predict(he, **options).ihc)
-    rows = [np.concatenate([to_uint8(c)[i] for c in columns], axis=1) for i in range(len(items))]
+    images = [to_uint8(c) for c in columns]  # each N x H x W x 3
+    rows = [np.concatenate([im[i] for im in images], axis=1) for i in range(len(items))]
     imsave(args.out, np.concatenate(rows, axis=0), check_contrast=False)
     print(f"{args.out}: columns H&E, real IHC, " + ", ".join(args.models))
 

@@ -32,6 +32,7 @@ def test_untrained_and_demo_weights_are_flagged(checkpoint):
         assert f"Tile: {shipped.tile_size} px" in summary
         assert "simulated tissue" in summary
     assert layer_prefix("tiny", card) == "tiny ck818"
+    assert layer_prefix("tiny-ck818", card) == "tiny-ck818"
 
 
 def test_cache_loads_once_and_frees_the_previous_model(tmp_path, checkpoint):

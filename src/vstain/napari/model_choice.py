@@ -44,8 +44,10 @@ def card_warning(card: ModelCard) -> str | None:
 
 
 def layer_prefix(model_name: str, card: ModelCard) -> str:
-    """``<model> <marker>``, the start of every output layer's name."""
-    return " ".join([model_name, *card.markers])
+    """``<model> <marker>``, the start of every output layer's name; a marker the model's name
+    already ends with (``stain-diffuser-cd3``) is not repeated."""
+    markers = [m for m in card.markers if not model_name.endswith(f"-{m}")]
+    return " ".join([model_name, *markers])
 
 
 class ModelCache:

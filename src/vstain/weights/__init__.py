@@ -10,7 +10,11 @@ WEIGHTS_DIR = Path(__file__).parent
 
 
 def shipped_checkpoints() -> dict[str, Path]:
-    """Registry name -> shipped checkpoint file (``<name>.safetensors`` in this folder)."""
+    """Shipped name -> checkpoint file in this folder.
+
+    A file is ``<registry name>.safetensors``, or ``<registry name>-<marker>.safetensors`` for
+    a further marker of the same architecture (``stain-diffuser-cd3``).
+    """
     return {
         p.name.removesuffix(".safetensors"): p for p in sorted(WEIGHTS_DIR.glob("*.safetensors"))
     }

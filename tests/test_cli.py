@@ -131,6 +131,31 @@ def test_synth_slide_and_dataset_commands(tmp_path, capsys):
     assert len(data) >= 1 and data[0]["he"].shape == (3, 64, 64)
 
 
+def test_train_with_one_seed_gives_one_model_whatever_torch_rng_held(tmp_path):
+    from safetensors.torch import load_file
+
+    from vstain.models import create
+    from vstain.synth import synth_dataset
+
+    data = tmp_path / "ds"
+    synth_dataset(data, 4, tile=64, slides=2, slide_size=1024, test_fraction=0.25)
+
+    def run(name: str, seed: int) -> dict:
+        out = tmp_path / f"{name}.safetensors"
+        args = ["train", "--model", "pix2pix", "--data", str(data), "--out", str(out)]
+        args += ["--crop", "64", "--batch-size", "2", "--steps", "1", "--seed", str(seed)]
+        assert main([*args, "--val-every", "0", "--marker", "ck818"]) == 0
+        return load_file(out)
+
+    first, second, third = run("a", 0), run("b", 0), run("c", 1)
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert not all(torch.equal(first[k], third[k]) for k in first)
+    state = torch.random.get_rng_state()
+    create("pix2pix", seed=0)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's random state is kept
+
+
 def test_train_resume_and_evaluate_commands(tmp_path, capsys):
     from vstain.models import read_card
     from vstain.synth import synth_dataset

@@ -213,6 +213,7 @@ def cmd_train(args) -> int:
     model = create(
         args.model,
         config,
+        seed=args.seed,
         markers=args.marker,
         pixel_size=args.pixel_size,
         tile_size=args.tile,

@@ -6,6 +6,8 @@ import copy
 import inspect
 from dataclasses import fields, replace
 
+import torch
+
 from vstain.errors import ModelError
 from vstain.models.base import ModelCard, StainModel
 
@@ -103,9 +105,12 @@ def resolve_config(name: str, config: str | dict) -> dict:
     return copy.deepcopy(dict(config))
 
 
-def create(name: str, config: str | dict = "small", **card_overrides) -> StainModel:
+def create(
+    name: str, config: str | dict = "small", *, seed: int | None = None, **card_overrides
+) -> StainModel:
     """A new model ``name`` with ``config`` ("small", "paper" or a full dict).
 
+    ``seed`` draws the initial weights from that seed (torch's random state is left as it was);
     ``card_overrides`` set other card fields (markers, pixel_size, tile_size, notes, ...).
     """
     resolved = resolve_config(name, config)
@@ -118,7 +123,12 @@ def create(name: str, config: str | dict = "small", **card_overrides) -> StainMo
             f"{DERIVED_FIELDS} come from the architecture; other fields are "
             f"{sorted(known - set(DERIVED_FIELDS))}."
         )
-    return build(ModelCard(architecture=name, config=resolved, **card_overrides))
+    card = ModelCard(architecture=name, config=resolved, **card_overrides)
+    if seed is None:
+        return build(card)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build(card)
 
 
 def build(card: ModelCard) -> StainModel:

@@ -107,6 +107,20 @@ def test_shipped_checkpoints_load_and_say_they_are_demo_weights(name, slide_path
     assert result.computed == 1
 
 
+def test_stain_diffuser_segments_positive_cells_into_instance_labels(tmp_path):
+    import zarr
+
+    from vstain.synth import synth_slide
+
+    path = tmp_path / "he.ome.tif"
+    write_ome_tiff(np.asarray(synth_slide("ck818", size=512, seed=11).he), path, pixel_size=0.5)
+    options = {"segment": True, "steps": 2, "sampler": "dpm-solver++"}
+    out = tmp_path / "o.zarr"
+    stain_slide(path, "stain-diffuser", out, region=(140, 140, 100, 100), options=options)
+    cells = zarr.open_array(out / "segmentation" / "0", mode="r")[0, 128:256, 128:256]
+    assert cells.dtype == np.int64 and len(np.unique(cells)) > 2  # background and cells
+
+
 def test_keypoints_become_a_raster_the_engine_can_store():
     from vstain.stain import keypoint_raster, rasterised
 

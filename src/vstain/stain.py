@@ -16,7 +16,7 @@ from vstain.tiles import OutputSpec, RunResult, stain_level
 OUTPUT_SPECS = {
     "ihc": OutputSpec("ihc", "rgb", 3, background=1.0),
     "uncertainty": OutputSpec("uncertainty", "scalar", 1, background=0.0),
-    "segmentation": OutputSpec("segmentation", "labels", 1, background=0),
+    "segmentation": OutputSpec("segmentation", "instances", 1, background=0),
     "keypoints": OutputSpec("keypoints", "labels", 1, background=0),
 }
 TIFF_SUFFIXES = (".tif", ".tiff")

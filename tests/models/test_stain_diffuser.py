@@ -14,7 +14,7 @@ from vstain.io.datasets import MarkerDataset
 from vstain.models import ModelError, SimpleTrainState, create, load_checkpoint, save_checkpoint
 from vstain.models import model_configs as configs
 from vstain.models.base import to_model_range
-from vstain.models.stain_diffuser.model import coarse_masks
+from vstain.models.stain_diffuser.model import coarse_masks, instance_labels
 from vstain.models.stain_diffuser.noise import position_noise
 from vstain.models.stain_diffuser.samplers import SAMPLERS, Sampler
 from vstain.models.stain_diffuser.schedule import LinearSchedule
@@ -209,9 +209,19 @@ def test_segmentation_branch_on_request():
     x = torch.rand(1, 3, 32, 32)
     assert m.predict(x, steps=2).segmentation is None
     seg = m.predict(x, steps=2, segment=True).segmentation
-    assert seg.shape == (1, 1, 32, 32) and seg.min() >= 0 and seg.max() <= 1
+    assert seg.shape == (1, 1, 32, 32) and seg.dtype == torch.int64
     with pytest.raises(ModelError, match="without an auxiliary task"):
         model(aux_target="none").predict(x, steps=2, segment=True)
+
+
+def test_instance_labels_are_the_connected_components_of_the_mask():
+    mask = torch.zeros(2, 1, 8, 8, dtype=torch.bool)
+    mask[0, 0, 1:3, 1:3] = mask[0, 0, 5:7, 4:8] = mask[0, 0, 3, 3] = True  # 3 objects (4-conn.)
+    labels = instance_labels(mask)
+    assert labels.shape == mask.shape and labels.dtype == torch.int64
+    assert torch.equal(labels > 0, mask)
+    assert sorted(labels[0].unique().tolist()) == [0, 1, 2, 3] and labels[1].max() == 0
+    assert labels[0, 0, 1:3, 1:3].unique().numel() == 1
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
@@ -282,8 +292,12 @@ def test_one_step_tiles_equal_the_whole_image_away_from_the_border():
     h = m.receptive_halo()
     inside = (slice(None), slice(h, -h), slice(h, -h))
     assert set(tiled) == set(whole) == {"ihc", "segmentation", "uncertainty"}
-    for name, value in whole.items():
-        np.testing.assert_allclose(tiled[name][inside], value[0].numpy()[inside], atol=1e-4)
+    for name in ("ihc", "uncertainty"):
+        np.testing.assert_allclose(tiled[name][inside], whole[name][0].numpy()[inside], atol=1e-4)
+    # instance ids are per window; the objects they label are the same
+    mask = whole["segmentation"][0].numpy() > 0
+    assert 0 < mask[inside].mean() < 1
+    np.testing.assert_array_equal(tiled["segmentation"][inside] > 0, mask[inside])
 
 
 def test_position_seeded_noise_makes_overlapping_tiles_agree():

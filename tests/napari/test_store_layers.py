@@ -5,14 +5,11 @@ import pytest
 from napari.layers import Image, Labels
 
 from vstain.napari.store_layers import aligned_placement, refresh, show_outputs
+from vstain.stain import OUTPUT_SPECS
 from vstain.tiles import OutputSpec, OutputStore, TileGrid
 
 pytestmark = pytest.mark.gui
-SPECS = [
-    OutputSpec("ihc", "rgb", 3, background=1.0),
-    OutputSpec("uncertainty", "scalar", 1, background=0.0),
-    OutputSpec("segmentation", "labels", 1, background=0),
-]
+SPECS = [OUTPUT_SPECS[name] for name in ("ihc", "uncertainty", "segmentation")]
 
 
 def displayed(layer) -> np.ndarray:
@@ -73,7 +70,8 @@ def test_every_output_gets_its_layer_and_refresh_displays_new_tiles(make_napari_
     assert np.asarray(ihc.data[0][64:128, 128:192]).tolist() == [[[128, 128, 128, 255]] * 64] * 64
     assert np.asarray(uncertainty.data[0][64:128, 128:192]).min() == 0.25
     assert np.isnan(np.asarray(uncertainty.data[0][:64])).all()
-    assert np.asarray(segmentation.data[0]).sum() == 7 * 64 * 64
+    # one object, its id offset by the tile's grid index (row 1 x 6 columns + col 2) x 64²
+    assert set(np.unique(np.asarray(segmentation.data[0]))) == {0, 1 + 8 * 64 * 64}
     assert show_outputs(viewer, store.path, he, 2.0, "m ck818") == layers, "no duplicates"
 
 

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
+from scipy import ndimage
 
 from tests.tiles.conftest import (
     IHC,
@@ -206,24 +207,31 @@ def test_batch_functions_with_origins_get_each_window_position(tmp_path):
     assert (-4, -4) in seen  # the first window starts in the mirror-padded border
 
 
-def test_scalar_and_label_outputs(slide, tmp_path):
+def test_scalar_label_and_instance_outputs(slide, tmp_path):
     specs = [
         OutputSpec("uncertainty", "scalar", 1, background=0.0),
         OutputSpec("segmentation", "labels", 1, background=0),
+        OutputSpec("cells", "instances", 1, background=0),
     ]
 
     def fn(batch):
         gray = batch.mean(axis=1, keepdims=True)
-        return {"uncertainty": gray, "segmentation": (gray > 0.5).astype(np.int32)}
+        cells = np.stack([ndimage.label(g[0] < 0.6)[0][None] for g in gray])  # ids 1.. per window
+        return {"uncertainty": gray, "segmentation": (gray > 0.5).astype(np.int32), "cells": cells}
 
     out = tmp_path / "o.zarr"
     stain_level(slide, fn, out, specs=specs, tile=64, halo=0)
     unc = zarr.open_array(out / "uncertainty" / "0", mode="r")
     seg = zarr.open_array(out / "segmentation" / "0", mode="r")
-    assert unc.dtype == np.float32 and seg.dtype == np.int32
+    cells = zarr.open_array(out / "cells" / "0", mode="r")[0]
+    assert unc.dtype == np.float32 and seg.dtype == np.int32 and cells.dtype == np.int64
     assert not np.isnan(unc[:]).any()
     done = OutputStore.open(out).done_map()
     assert (done == COMPUTED).any() and set(np.unique(seg[:])) <= {0, 1}
+    # every tile numbered its objects from 1; stored, no id is shared by two tiles
+    tiles = [cells[y : y + 64, x : x + 64] for y in range(0, 256, 64) for x in range(0, 256, 64)]
+    ids = [set(np.unique(t)) - {0} for t in tiles]
+    assert sum(len(i) for i in ids) == len(set().union(*ids)) > len(ids)
 
 
 KILL_SCRIPT = """

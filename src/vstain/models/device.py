@@ -91,7 +91,8 @@ def _as_batch_tensor(batch: np.ndarray | Tensor) -> Tensor:
 def predict_batch(
     model: StainModel, batch: np.ndarray | Tensor, device: torch.device, **options
 ) -> dict[str, np.ndarray]:
-    """Run ``model`` (already on ``device``) on one batch; outputs as float32 numpy B x C x H x W.
+    """Run ``model`` (already on ``device``) on one batch; outputs as numpy B x C x H x W (float32,
+    or the integer type of label outputs).
 
     ``options`` go to ``model.predict`` (e.g. sampler steps of a diffusion model).
 
@@ -120,4 +121,9 @@ def predict_batch(
     x = x.contiguous(memory_format=memory_format)
     with autocast_context(device):
         prediction = model.predict(x, **options)
-    return {name: value.float().cpu().numpy() for name, value in prediction.outputs().items()}
+    return {name: _to_numpy(value) for name, value in prediction.outputs().items()}
+
+
+def _to_numpy(value: Tensor) -> np.ndarray:
+    """Float outputs as float32 (autocast may give half), integer ones (labels) unchanged."""
+    return (value.float() if value.is_floating_point() else value).cpu().numpy()

@@ -100,7 +100,7 @@ class FeatherStitcher:
         acc["w"][ys, xs] += weight
         for name, values in outputs.items():
             part = values[:, win[0], win[1]]
-            if self.specs[name].kind == "labels":
+            if self.specs[name].integer:
                 if index == tile.index:
                     acc[name] = part
                 continue
@@ -113,5 +113,5 @@ class FeatherStitcher:
         blocks = {}
         for name, values in acc.items():
             spec = self.specs[name]
-            blocks[name] = spec.encode(values if spec.kind == "labels" else values / weight)
+            blocks[name] = spec.encode(values if spec.integer else values / weight)
         self.write(self.tiles[index], blocks)

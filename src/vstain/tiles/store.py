@@ -28,6 +28,7 @@ from typing import Literal
 
 import numpy as np
 import zarr
+from skimage.segmentation import relabel_sequential
 
 from vstain.errors import OutputExistsError, VstainError
 from vstain.io import create_ome_zarr, downsample_2x, open_ome_zarr_levels
@@ -43,6 +44,14 @@ FLUSH_SECONDS = 1.0
 FLUSH_MAX_TILES = 64
 
 
+def slide_unique_ids(block: np.ndarray, tile: Tile, size: int, columns: int) -> np.ndarray:
+    """A tile's object ids made unique over the slide: renumbered 1..n within the tile, then
+    offset by the tile's index in the grid times ``size``² (more ids than a core has pixels)."""
+    ids = relabel_sequential(block)[0]
+    row, col = tile.index
+    return np.where(ids > 0, ids + (row * columns + col) * size * size, 0)
+
+
 @dataclass(frozen=True)
 class OutputSpec:
     """One raster output of a model and how it is stored.
@@ -50,11 +59,13 @@ class OutputSpec:
     ``kind`` "rgb": function gives 3 channels in [0, 1]; stored RGBA uint8, alpha 255 where computed
     and 0 where not yet, so napari shows pending tiles as transparent. "scalar": float channels,
     stored float32, NaN where not computed. "labels": one integer channel, stored int32, 0 pending.
+    "instances": labels whose ids name objects (cells); the function numbers them per window and
+    the store makes them unique over the slide (`slide_unique_ids`), stored int64.
     ``background`` is the value written for tiles without tissue, in the function's units.
     """
 
     name: str
-    kind: Literal["rgb", "scalar", "labels"] = "rgb"
+    kind: Literal["rgb", "scalar", "labels", "instances"] = "rgb"
     channels: int = 3
     background: float = 1.0
 
@@ -63,8 +74,14 @@ class OutputSpec:
         return self.channels + 1 if self.kind == "rgb" else self.channels
 
     @property
+    def integer(self) -> bool:
+        """Labels of either kind: not blended, not averaged when downsampled."""
+        return self.kind in ("labels", "instances")
+
+    @property
     def dtype(self) -> np.dtype:
-        return np.dtype({"rgb": np.uint8, "scalar": np.float32, "labels": np.int32}[self.kind])
+        dtypes = {"rgb": np.uint8, "scalar": np.float32, "labels": np.int32, "instances": np.int64}
+        return np.dtype(dtypes[self.kind])
 
     @property
     def fill_value(self):
@@ -84,7 +101,7 @@ class OutputSpec:
 
     def downsample(self, block: np.ndarray) -> np.ndarray:
         """2x downsampling used for this output's pyramid (labels keep their ids)."""
-        if self.kind == "labels":
+        if self.integer:
             return block[:, ::2, ::2]
         return downsample_2x(block)
 
@@ -202,6 +219,8 @@ class OutputStore:
         x0, y0, x1, y1 = tile.core
         for name, block in outputs.items():
             spec, levels = self.specs[name], self.levels[name]
+            if spec.kind == "instances":
+                block = slide_unique_ids(block, tile, self.tile, self.done.shape[1])
             levels[0][:, y0:y1, x0:x1] = block
             for k in range(1, len(levels)):
                 if 2**k > self.shared_factor:

@@ -23,6 +23,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 from torch import Tensor
 from torch.optim import Adam, Optimizer
 
@@ -255,6 +256,12 @@ def coarse_masks(ihc: Tensor) -> Tensor:
     return torch.from_numpy(np.stack(masks)[:, None].astype(np.float32)).to(ihc.device)
 
 
+def instance_labels(mask: Tensor) -> Tensor:
+    """B x 1 x H x W boolean -> int64 labels of each image's 4-connected components."""
+    labels = [ndimage.label(m[0].cpu().numpy())[0] for m in mask]
+    return torch.from_numpy(np.stack(labels)[:, None].astype(np.int64)).to(mask.device)
+
+
 @register(
     "stain-diffuser",
     configs={
@@ -296,7 +303,8 @@ class MultitaskStainDiffuser(StainDiffuser):
         segment: bool = False,
     ) -> Prediction:
         """As :meth:`StainDiffuser.infer`; ``segment`` also samples the segmentation branch and
-        gives its mean foreground probability (1 channel, in [0, 1])."""
+        gives ``segmentation``: instance labels (int64, 0 background) of the connected components
+        where the samples' mean foreground probability exceeds one half."""
         pred = super().infer(x, steps, sampler, n_samples, seed, origin)
         if not segment:
             return pred
@@ -304,7 +312,8 @@ class MultitaskStainDiffuser(StainDiffuser):
             raise ModelError("This model was trained without an auxiliary task (aux_target none).")
         options = self.sampling_options(x, steps, sampler, n_samples, seed, origin)
         draws = self.samples("segmentation", self.encoder(x), 1, n_samples, **options)
-        pred.segmentation = ((draws + 1) / 2).clamp(0, 1).mean(0)
+        foreground = ((draws + 1) / 2).clamp(0, 1).mean(0) > 0.5
+        pred.segmentation = instance_labels(foreground)
         return pred
 
     def training_step(self, batch: dict[str, Tensor], state: TrainState) -> dict[str, float]:

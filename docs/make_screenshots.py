@@ -8,6 +8,8 @@ docs/images/napari_compare.png         the Compare widget: real IHC registered a
                                        its affine, DAB difference map and positivity table
 docs/images/napari_finetune.png        the Fine-tune widget after a short run: loss and
                                        validation plots, the re-stained preview
+docs/images/napari_cells.png           StainDiffuser with "Segment": its virtual IHC and the
+                                       positive cells it found, one label per cell
 
 python docs/make_screenshots.py [FOLDER]   # re-runs itself under xvfb-run when there is no display
 """
@@ -105,6 +107,7 @@ def main(folder: Path) -> None:
         viewer.screenshot(str(folder / "napari_side_by_side.png"), canvas_only=False)
         widget.side_button.click()
         compare_and_finetune(viewer, app, folder, he, Path(stores))
+        cells(viewer, app, folder, widget)
     viewer.close()
 
 
@@ -134,7 +137,7 @@ def compare_and_finetune(viewer, app, folder: Path, he, stores: Path) -> None:
     viewer.window.remove_dock_widget(dock)
 
     tune = FinetuneWidget(viewer)
-    viewer.window.add_dock_widget(tune, name="Fine-tune")
+    dock = viewer.window.add_dock_widget(tune, name="Fine-tune")
     size = 512 * he.scale[-1]
     y, x = np.asarray(viewer.scene.camera.center[-2:]) - size
     squares = [[[y, x], [y + size, x + size]], [[y + size, x], [y + 2 * size, x + size]]]
@@ -150,6 +153,27 @@ def compare_and_finetune(viewer, app, folder: Path, he, stores: Path) -> None:
     tune.train()
     wait_for(tune, app)
     viewer.screenshot(str(folder / "napari_finetune.png"), canvas_only=False)
+    viewer.window.remove_dock_widget(dock)
+    shapes.visible = False
+
+
+def cells(viewer, app, folder: Path, widget) -> None:
+    """Stain the view with StainDiffuser and its segmentation branch; earlier outputs hidden."""
+    from vstain.napari.demo import wait_until_idle
+    from vstain.napari.sample_data import HE_NAME
+
+    for layer in viewer.layers:
+        layer.visible = layer.name == HE_NAME
+    viewer.scene.camera.zoom *= 2
+    widget.model_box.setCurrentText("stain-diffuser")
+    editors = widget.options_panel._editors
+    editors["segment"].setChecked(True)
+    editors["sampler"].setCurrentText("dpm-solver++")
+    editors["steps"].setValue(20)
+    widget.stain_view()
+    wait_until_idle(widget, timeout=1200)
+    settle(app)
+    viewer.screenshot(str(folder / "napari_cells.png"), canvas_only=False)
 
 
 if __name__ == "__main__":

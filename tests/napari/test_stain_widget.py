@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from napari.layers import Labels
 from napari.utils.notifications import notification_manager
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -108,6 +109,22 @@ def test_widget_shows_the_card_and_warns_for_untrained_weights(stain):
     assert widget.tile_box.value() == TILE
     devices = [widget.device_box.itemData(i) for i in range(widget.device_box.count())]
     assert devices[0] == "auto" and "cpu" in devices
+
+
+def test_stain_diffuser_cells_become_a_labels_layer(stain, qtbot):
+    viewer, _, widget = stain
+    widget.model_box.setCurrentText("stain-diffuser")
+    editors = widget.options_panel._editors
+    editors["segment"].setChecked(True)
+    editors["steps"].setValue(2)
+    editors["sampler"].setCurrentText("dpm-solver++")
+    look_at(viewer, 5.5 * TILE, 3.5 * TILE, half=50)
+    widget.stain_view()
+    wait_idle(qtbot, widget, timeout=180_000)
+    (cells,) = [layer for layer in viewer.layers if isinstance(layer, Labels)]
+    assert cells.name == "stain-diffuser ck818 segmentation"
+    ids = np.asarray(cells.data[0] if cells.multiscale else cells.data)
+    assert ids.dtype == np.int64 and len(np.unique(ids)) > 2  # background and cells
 
 
 def test_stain_view_gives_an_aligned_layer_filled_where_the_view_is(stain, qtbot, jobs):

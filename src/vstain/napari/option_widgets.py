@@ -11,6 +11,8 @@ HELP = {
     "seed": "Seed of the sampler noise (the same seed gives the same stain)",
     "tta": "Test-time augmentation (flips and rotations); their spread is the uncertainty layer",
     "marker": "Which marker to show",
+    "segment": "Also run the segmentation branch: the positive cells it finds become a labels "
+    "layer, one id per cell",
     "sampler": "Diffusion sampler: ddim and dpm-solver++ are fast and deterministic, ddpm is the "
     "paper's ancestral sampler (use it with many steps)",
 }

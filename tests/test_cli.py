@@ -156,6 +156,31 @@ def test_train_with_one_seed_gives_one_model_whatever_torch_rng_held(tmp_path):
     assert torch.equal(torch.random.get_rng_state(), state)  # the caller's random state is kept
 
 
+@pytest.mark.parametrize("model, masks", [("stain-diffuser", True), ("pix2pix", False)])
+def test_train_gives_dataset_wide_dab_masks_to_models_that_learn_them(
+    model, masks, tmp_path, monkeypatch
+):
+    from vstain.synth import synth_dataset
+
+    data, seen = tmp_path / "ds", {}
+    synth_dataset(data, 4, tile=64, slides=2, slide_size=1024, test_fraction=0.25)
+
+    class Seen(Exception):
+        pass
+
+    def fake_train(model, train_data, **options):
+        seen["data"] = train_data
+        raise Seen
+
+    monkeypatch.setattr("vstain.train.trainer.train", fake_train)
+    with pytest.raises(Seen):
+        main(["train", "--model", model, "--data", str(data), "--out", str(tmp_path / "m"),
+              "--crop", "64"])  # fmt: skip
+    assert ("mask" in seen["data"][0]) is masks
+    if masks:  # thresholded with the dataset's DAB statistics, not each crop's own
+        assert seen["data"].mask_stats.std > 0
+
+
 def test_train_resume_and_evaluate_commands(tmp_path, capsys):
     from vstain.models import read_card
     from vstain.synth import synth_dataset

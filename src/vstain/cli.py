@@ -203,13 +203,11 @@ def cmd_train(args) -> int:
 
     # --set entries replace entries of the named config; unknown keys are refused by name
     config = resolve_config(args.model, resolve_config(args.model, args.config) | dict(args.set))
-    data = _training_pairs(args)
-    if args.train_limit is not None:  # N pairs spread over all slides (dataset-size ablations)
-        if not 1 <= args.train_limit <= len(data):
-            raise VstainError(f"--train-limit must be 1 to {len(data)} (the training pairs).")
-        data = Subset(data, evenly_spaced(args.train_limit, len(data)))
-    # validation: the first dataset's test split, i.e. the first marker's
-    val = open_paired_dataset(args.data[0], split="test", crop=args.crop, seed=args.seed)
+    if len(args.data) > 1 and len(args.marker) != len(args.data):
+        raise VstainError(
+            f"{len(args.data)} --data folders need one --marker each, in the same order "
+            f"(got {len(args.marker)})."
+        )
     model = create(
         args.model,
         config,
@@ -217,9 +215,16 @@ def cmd_train(args) -> int:
         markers=args.marker,
         pixel_size=args.pixel_size,
         tile_size=args.tile,
-        training_data=f"{', '.join(map(str, args.data))} ({len(data)} train pairs)",
         notes=args.notes,
     )
+    data = _training_pairs(args, with_mask=model.trains_on_dab_masks)
+    if args.train_limit is not None:  # N pairs spread over all slides (dataset-size ablations)
+        if not 1 <= args.train_limit <= len(data):
+            raise VstainError(f"--train-limit must be 1 to {len(data)} (the training pairs).")
+        data = Subset(data, evenly_spaced(args.train_limit, len(data)))
+    # validation: the first dataset's test split, i.e. the first marker's
+    val = open_paired_dataset(args.data[0], split="test", crop=args.crop, seed=args.seed)
+    model.card.training_data = f"{', '.join(map(str, args.data))} ({len(data)} train pairs)"
     if args.out.exists() and not (args.resume or args.overwrite):
         raise VstainError(f"{args.out} exists. Use --resume to continue it or --overwrite.")
     bar = _TrainBar(args.steps)
@@ -246,23 +251,19 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _training_pairs(args):
-    """The training split of ``--data``; several ``--data`` (one per ``--marker``, in order) are
-    joined as uniplex pairs whose items carry their marker's index (multi-stain models)."""
+def _training_pairs(args, with_mask: bool):
+    """The training split of ``--data``, with coarse DAB masks when ``with_mask`` (each folder's
+    own DAB statistics); several ``--data`` (one per ``--marker``, in order) are joined as
+    uniplex pairs whose items carry their marker's index (multi-stain models)."""
     from vstain.io.datasets import MarkerDataset, open_paired_dataset
 
     def pairs(root: Path):
         return open_paired_dataset(
-            root, split="train", crop=args.crop, augment=True, seed=args.seed
+            root, split="train", crop=args.crop, augment=True, seed=args.seed, with_mask=with_mask
         )
 
     if len(args.data) == 1:
         return pairs(args.data[0])
-    if len(args.marker) != len(args.data):
-        raise VstainError(
-            f"{len(args.data)} --data folders need one --marker each, in the same order "
-            f"(got {len(args.marker)})."
-        )
     return MarkerDataset([pairs(root) for root in args.data])
 
 

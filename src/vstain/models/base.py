@@ -194,6 +194,12 @@ class StainModel(nn.Module, ABC):
         self.card = card
 
     @property
+    def trains_on_dab_masks(self) -> bool:
+        """Whether training batches should carry ``"mask"``: coarse DAB masks thresholded with
+        the whole dataset's statistics (`PairedDataset(with_mask=True)`)."""
+        return False
+
+    @property
     def config(self) -> dict:
         return self.card.config
 

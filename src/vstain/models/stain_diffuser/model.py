@@ -29,6 +29,7 @@ from torch.optim import Adam, Optimizer
 
 from vstain.color.dab_mask import coarse_dab_mask, signed_distance
 from vstain.errors import ModelError
+from vstain.io.datasets import MASK_K, MASK_MAX_HOLE, MASK_MIN_SIZE
 from vstain.models.base import (
     ModelCard,
     Prediction,
@@ -43,8 +44,6 @@ from vstain.models.stain_diffuser.noise import batch_noise
 from vstain.models.stain_diffuser.samplers import SAMPLERS, Sampler
 from vstain.models.stain_diffuser.schedule import LinearSchedule
 
-#: Coarse-mask settings (the paper's mu + 2 sigma of the DAB map, as vstain.io.datasets uses).
-MASK_K, MASK_MIN_SIZE, MASK_MAX_HOLE = 2.0, 16, 64
 AUX_TARGETS = ("mask", "distance", "none")
 #: What the UNet outputs: the noise (the paper) or the clean image, turned into its noise.
 PARAMETRISATIONS = ("eps", "x0")
@@ -283,6 +282,10 @@ class MultitaskStainDiffuser(StainDiffuser):
     def branch_specs(self) -> dict[str, tuple[int, int]]:
         aux = {} if self.config["aux_target"] == "none" else {"segmentation": (1, 0)}
         return {"generation": (3, 0), **aux}
+
+    @property
+    def trains_on_dab_masks(self) -> bool:
+        return self.config["aux_target"] != "none"
 
     def aux_target(self, batch: dict[str, Tensor]) -> Tensor:
         """The segmentation branch's clean image in [-1, 1]: mask or signed distance."""

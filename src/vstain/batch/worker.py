@@ -89,13 +89,13 @@ def run_block(plugin: str, job: SlideJob, block: Block, batch_size: int) -> dict
 
 
 def finish_slide(job: SlideJob, out: str, pixel_size: float | None, ome_tiff: bool) -> float:
-    """Once every block is done: build the coarse levels blocks share, convert to OME-TIFF if
-    asked. Returns the seconds it took."""
+    """Once every block is done: join objects cut by tile borders and build the coarse levels
+    blocks share, convert to OME-TIFF if asked. Returns the seconds it took."""
     from vstain.stain import convert_to_ome_tiff
 
     start = time.perf_counter()
     with dask.config.set(LOCAL_READS):
-        OutputStore.open(job.store, concurrent=True).build_levels()
+        OutputStore.open(job.store, concurrent=True).complete()
         if ome_tiff:
             convert_to_ome_tiff(Path(job.store), Path(out), pixel_size, overwrite=True)
     return time.perf_counter() - start

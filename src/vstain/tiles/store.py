@@ -6,6 +6,8 @@ Layout of ``OUT.zarr``::
       ihc/0, ihc/1, ...  NGFF multiscale image, (C, Y, X), chunks (C, tile, tile)
       <other outputs>/   the same for uncertainty, segmentation, ...
       done               uint8 (rows, cols) of the tile grid: 0 pending, 1 computed, 2 background
+      edges/<instances>  int64 (rows, cols, 4, tile): each tile's border rows and columns of object
+                         ids, as the tile gave them; `merge_instances` joins objects across borders
 
 A tile's core is exactly one chunk at level 0, so each tile is written once, and its share of every
 coarser level whose downsample factor is at most the tile size lies inside one chunk there
@@ -13,7 +15,7 @@ too; those shares are queued and written by `OutputStore.flush` (about once a se
 read-modify-write per coarse chunk. Coarser levels (only for slides over ~100k px) are
 rebuilt by :meth:`OutputStore.finish`. Concurrent writers (batch workers) each own blocks of tiles
 the size of a done-map chunk; their tiles update only the coarse levels whose chunks lie inside one
-block, and :meth:`OutputStore.build_levels` builds the rest once every block is done. The done
+block, and :meth:`OutputStore.complete` builds the rest once every block is done. The done
 flag is set after all of a tile's writes, and zarr writes chunks atomically, so a killed run
 resumes without recomputing finished tiles and without torn chunks.
 """
@@ -28,11 +30,18 @@ from typing import Literal
 
 import numpy as np
 import zarr
-from skimage.segmentation import relabel_sequential
 
 from vstain.errors import OutputExistsError, VstainError
 from vstain.io import create_ome_zarr, downsample_2x, open_ome_zarr_levels
 from vstain.tiles.grid import Tile
+from vstain.tiles.instances import (
+    border_pairs,
+    core_edges,
+    merged_ids,
+    relabel,
+    slide_ids,
+    tile_of,
+)
 
 #: Grid cells per chunk of the done-map (default): a block of tiles is the unit one writer owns.
 DONE_BLOCK = 8
@@ -44,14 +53,6 @@ FLUSH_SECONDS = 1.0
 FLUSH_MAX_TILES = 64
 
 
-def slide_unique_ids(block: np.ndarray, tile: Tile, size: int, columns: int) -> np.ndarray:
-    """A tile's object ids made unique over the slide: renumbered 1..n within the tile, then
-    offset by the tile's index in the grid times ``size``² (more ids than a core has pixels)."""
-    ids = relabel_sequential(block)[0]
-    row, col = tile.index
-    return np.where(ids > 0, ids + (row * columns + col) * size * size, 0)
-
-
 @dataclass(frozen=True)
 class OutputSpec:
     """One raster output of a model and how it is stored.
@@ -59,8 +60,9 @@ class OutputSpec:
     ``kind`` "rgb": function gives 3 channels in [0, 1]; stored RGBA uint8, alpha 255 where computed
     and 0 where not yet, so napari shows pending tiles as transparent. "scalar": float channels,
     stored float32, NaN where not computed. "labels": one integer channel, stored int32, 0 pending.
-    "instances": labels whose ids name objects (cells); the function numbers them per window and
-    the store makes them unique over the slide (`slide_unique_ids`), stored int64.
+    "instances": labels whose ids name objects (cells); the function numbers them per window, the
+    store makes them unique over the slide and joins objects cut by tile borders
+    (`vstain.tiles.instances`), stored int64.
     ``background`` is the value written for tiles without tissue, in the function's units.
     """
 
@@ -119,10 +121,16 @@ class OutputStore:
             name: open_ome_zarr_levels(self.path / name, mode="r+") for name in self.specs
         }
         self.done = self.root["done"]
+        self.edges = {
+            name: self.root["edges"][name]
+            for name, spec in self.specs.items()
+            if spec.kind == "instances"
+        }
         self.block = int(self.done.chunks[0])
         self._last_flush = time.monotonic()
         self._pending: dict[tuple, list] = {}
         self._pending_done: list[tuple[tuple[int, int], int]] = []
+        self._pending_edges: dict[str, list[tuple[tuple[int, int], np.ndarray]]] = {}
 
     @property
     def settings(self) -> dict:
@@ -172,6 +180,16 @@ class OutputStore:
             chunks=(done_block, done_block),
             fill_value=PENDING,
         )
+        edges = root.create_group("edges")
+        for spec in specs:
+            if spec.kind == "instances":
+                edges.create_array(
+                    spec.name,
+                    shape=(rows, cols, 4, tile),
+                    dtype="int64",
+                    chunks=(done_block, done_block, 4, tile),
+                    fill_value=0,
+                )
         settings = {
             **settings,
             "shape": list(shape),
@@ -220,7 +238,9 @@ class OutputStore:
         for name, block in outputs.items():
             spec, levels = self.specs[name], self.levels[name]
             if spec.kind == "instances":
-                block = slide_unique_ids(block, tile, self.tile, self.done.shape[1])
+                block = slide_ids(block, tile.index, self.tile, self.done.shape[1])
+                edges = core_edges(block, self.tile)
+                self._pending_edges.setdefault(name, []).append((tile.index, edges))
             levels[0][:, y0:y1, x0:x1] = block
             for k in range(1, len(levels)):
                 if 2**k > self.shared_factor:
@@ -237,8 +257,8 @@ class OutputStore:
             self.flush()
 
     def flush(self) -> None:
-        """Write queued pyramid shares (one read-modify-write per coarse chunk), then the done
-        flags of their tiles, so a flag never claims a tile whose pyramid is not on disk."""
+        """Write queued pyramid shares (one read-modify-write per coarse chunk), then the tiles'
+        border ids and done flags, so a flag never claims a tile whose writes are not on disk."""
         for (name, k, row, col), parts in self._pending.items():
             array, t = self.levels[name][k], self.tile
             ys = slice(row * t, min((row + 1) * t, array.shape[1]))
@@ -249,19 +269,26 @@ class OutputStore:
                 chunk[:, y : y + block.shape[1], x : x + block.shape[2]] = block
             array[:, ys, xs] = chunk
         self._pending.clear()
-        blocks: dict[tuple[int, int], list] = {}
-        for (r, c), state in self._pending_done:
-            blocks.setdefault((r // self.block, c // self.block), []).append((r, c, state))
-        b = self.block
-        for (br, bc), flags in blocks.items():
-            rows = slice(br * b, min((br + 1) * b, self.done.shape[0]))
-            cols = slice(bc * b, min((bc + 1) * b, self.done.shape[1]))
-            block = np.asarray(self.done[rows, cols])
-            for r, c, state in flags:
-                block[r - rows.start, c - cols.start] = state
-            self.done[rows, cols] = block
+        for name, items in self._pending_edges.items():
+            self._write_grid_cells(self.edges[name], items)
+        self._pending_edges.clear()
+        self._write_grid_cells(self.done, self._pending_done)
         self._pending_done.clear()
         self._last_flush = time.monotonic()
+
+    def _write_grid_cells(self, array, items: list[tuple[tuple[int, int], object]]) -> None:
+        """Set ``array[row, col] = value`` for each ((row, col), value) of a per-tile array
+        chunked like the done-map: one read-modify-write per chunk."""
+        b, blocks = self.block, {}
+        for (r, c), value in items:
+            blocks.setdefault((r // b, c // b), []).append((r, c, value))
+        for (br, bc), cells in blocks.items():
+            rows = slice(br * b, min((br + 1) * b, array.shape[0]))
+            cols = slice(bc * b, min((bc + 1) * b, array.shape[1]))
+            block = np.asarray(array[rows, cols])
+            for r, c, value in cells:
+                block[r - rows.start, c - cols.start] = value
+            array[rows, cols] = block
 
     def write_background(self, tile: Tile) -> None:
         x0, y0, x1, y1 = tile.core
@@ -269,15 +296,41 @@ class OutputStore:
         self.write_tile(tile, blocks, BACKGROUND)
 
     def finish(self) -> None:
-        """Flush; then, unless other writers may still be at work (``concurrent``), build the
-        levels coarser than `shared_factor`."""
+        """Flush; then, unless other writers may still be at work (``concurrent``), `complete`."""
         self.flush()
         if not self.concurrent:
-            self.build_levels()
+            self.complete()
+
+    def complete(self) -> None:
+        """Work that needs every writer's tiles: join objects cut by tile borders, then build the
+        levels coarser than `shared_factor` (for the levels concurrent writers left, open the
+        store with ``concurrent=True``)."""
+        self.merge_instances()
+        self.build_levels()
+
+    def merge_instances(self) -> None:
+        """Give each object of an "instances" output cut by tile borders one id (see
+        `vstain.tiles.instances`) in every level's chunks that hold its parts."""
+        t, (rows, columns) = self.tile, self.done.shape
+        for name, edges in self.edges.items():
+            ids, objects = merged_ids(border_pairs(edges, rows))
+            if not len(ids):
+                continue
+            levels, chunks = self.levels[name], set()
+            for r, c in set(tile_of(ids, t, columns)):
+                for k in range(len(levels)):
+                    ys = {(r * t) >> k, ((r + 1) * t - 1) >> k}
+                    xs = {(c * t) >> k, ((c + 1) * t - 1) >> k}
+                    chunks.update((k, y // t, x // t) for y in ys for x in xs)
+            for k, row, col in sorted(chunks):
+                region = (slice(None), slice(row * t, (row + 1) * t), slice(col * t, (col + 1) * t))
+                block = np.asarray(levels[k][region])
+                merged = relabel(block, ids, objects)
+                if not np.array_equal(merged, block):
+                    levels[k][region] = merged
 
     def build_levels(self) -> None:
-        """Rebuild every level coarser than `shared_factor` from the one above, chunk by chunk
-        (for the levels concurrent writers left, open the store with ``concurrent=True``)."""
+        """Rebuild every level coarser than `shared_factor` from the one above, chunk by chunk."""
         t = self.tile
         for name, spec in self.specs.items():
             levels = self.levels[name]

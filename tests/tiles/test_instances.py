@@ -1,5 +1,7 @@
 """Instance labels stay whole across tile borders."""
 
+import shutil
+
 import dask.array as da
 import numpy as np
 import pytest
@@ -7,6 +9,7 @@ import zarr
 from scipy import ndimage
 from skimage.draw import disk
 
+from vstain.errors import OutputExistsError
 from vstain.io.slide import Slide
 from vstain.tiles import OutputSpec, OutputStore, TileGrid, run_tiles, stain_level
 from vstain.tiles.instances import merged_ids, relabel
@@ -117,3 +120,11 @@ def test_concurrent_writers_objects_are_joined_by_complete(cells_slide, tmp_path
     OutputStore.open(shared, concurrent=True).complete()
     for k in (0, 1, 2):
         assert np.array_equal(stored(once, k), stored(shared, k))
+
+
+def test_a_store_without_border_ids_is_refused_with_advice(cells_slide, tmp_path):
+    out = tmp_path / "old.zarr"
+    stain_level(cells_slide, label_dark, out, specs=[CELLS], tile=TILE, min_tissue=0)
+    shutil.rmtree(out / "edges")
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        OutputStore.open(out)

@@ -121,16 +121,23 @@ class OutputStore:
             name: open_ome_zarr_levels(self.path / name, mode="r+") for name in self.specs
         }
         self.done = self.root["done"]
-        self.edges = {
-            name: self.root["edges"][name]
-            for name, spec in self.specs.items()
-            if spec.kind == "instances"
-        }
+        self.edges = self._edges()
         self.block = int(self.done.chunks[0])
         self._last_flush = time.monotonic()
         self._pending: dict[tuple, list] = {}
         self._pending_done: list[tuple[tuple[int, int], int]] = []
         self._pending_edges: dict[str, list[tuple[tuple[int, int], np.ndarray]]] = {}
+
+    def _edges(self) -> dict:
+        """The border-id arrays of the "instances" outputs."""
+        names = [name for name, spec in self.specs.items() if spec.kind == "instances"]
+        try:
+            return {name: self.root["edges"][name] for name in names}
+        except KeyError as e:
+            raise OutputExistsError(
+                f"{self.path} was made by an older vstain that kept no tile border ids; "
+                "use --overwrite to replace it or choose another output path."
+            ) from e
 
     @property
     def settings(self) -> dict:

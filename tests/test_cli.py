@@ -157,7 +157,7 @@ def test_train_with_one_seed_gives_one_model_whatever_torch_rng_held(tmp_path):
 
 
 @pytest.mark.parametrize("model, masks", [("stain-diffuser", True), ("pix2pix", False)])
-def test_train_gives_dataset_wide_dab_masks_to_models_that_learn_them(
+def test_train_gives_dataset_wide_or_refined_dab_masks_to_models_that_learn_them(
     model, masks, tmp_path, monkeypatch
 ):
     from vstain.synth import synth_dataset
@@ -169,14 +169,16 @@ def test_train_gives_dataset_wide_dab_masks_to_models_that_learn_them(
         pass
 
     def fake_train(model, train_data, **options):
-        seen["data"] = train_data
+        seen["data"], seen["card"] = train_data, model.card
         raise Seen
 
     monkeypatch.setattr("vstain.train.trainer.train", fake_train)
     with pytest.raises(Seen):
         main(["train", "--model", model, "--data", str(data), "--out", str(tmp_path / "m"),
-              "--crop", "64"])  # fmt: skip
+              "--crop", "64", "--refine-masks", "2"])  # fmt: skip
     assert ("mask" in seen["data"][0]) is masks
+    # the masks are refined by a segmentation net only for models that learn them
+    assert ("refined by a segmentation net trained 2 steps" in seen["card"].training_data) is masks
     if masks:  # thresholded with the dataset's DAB statistics, not each crop's own
         assert seen["data"].mask_stats.std > 0
 

@@ -403,6 +403,20 @@ class PairedDataset(Dataset):
         self._masks[pair.name] = (np.packbits(mask), mask.shape)
         return mask
 
+    def use_masks(self, masks: dict[str, np.ndarray]) -> None:
+        """Use these (H, W) bool masks, by pair name, instead of thresholding (e.g. refined ones);
+        every pair needs one of its size."""
+        if not self.with_mask:
+            raise DatasetError("This dataset was opened without masks: pass with_mask=True.")
+        wrong = [p.name for p in self.pairs if np.shape(masks.get(p.name)) != p.shape]
+        if wrong:
+            raise DatasetError(
+                f"No mask of the image's size for {len(wrong)} pair(s): {_listed(wrong)}."
+            )
+        self._masks = {
+            p.name: (np.packbits(masks[p.name].astype(bool)), p.shape) for p in self.pairs
+        }
+
     def __getitem__(self, index: int) -> dict:
         pair = self.pairs[index]
         he, ihc = read_rgb(pair.he), read_rgb(pair.ihc)

@@ -118,9 +118,15 @@ def coarse_dab_mask(
     positive = dab > stats.threshold(k)
     if region is not None:
         positive &= region
-    positive = remove_small_objects(positive, max_size=max(min_size - 1, 0))
-    positive = remove_small_holes(positive, max_size=max_hole)
+    positive = clean_mask(positive, min_size, max_hole)
     return split_touching(positive, min_distance) if split else positive
+
+
+def clean_mask(positive: np.ndarray, min_size: int = 16, max_hole: int = 64) -> np.ndarray:
+    """``positive`` without objects of fewer than ``min_size`` pixels and with holes of at most
+    ``max_hole`` pixels filled."""
+    positive = remove_small_objects(positive, max_size=max(min_size - 1, 0))
+    return remove_small_holes(positive, max_size=max_hole)
 
 
 def signed_distance(mask: np.ndarray, clip: float = 16.0) -> np.ndarray:

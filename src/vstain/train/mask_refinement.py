@@ -13,9 +13,9 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from skimage.morphology import remove_small_holes, remove_small_objects
 from torch import nn
 
+from vstain.color.dab_mask import clean_mask
 from vstain.io.datasets import MASK_MAX_HOLE, MASK_MIN_SIZE, PairedDataset, read_rgb
 
 
@@ -66,9 +66,7 @@ def predicted_mask(net: nn.Sequential, ihc: np.ndarray) -> np.ndarray:
     threshold masks are."""
     device = next(net.parameters()).device
     x = torch.from_numpy(ihc.transpose(2, 0, 1).astype(np.float32) / 255.0)[None].to(device)
-    positive = (net(x)[0, 0] > 0).cpu().numpy()
-    positive = remove_small_objects(positive, max_size=MASK_MIN_SIZE - 1)
-    return remove_small_holes(positive, max_size=MASK_MAX_HOLE)
+    return clean_mask((net(x)[0, 0] > 0).cpu().numpy(), MASK_MIN_SIZE, MASK_MAX_HOLE)
 
 
 def refine_masks(dataset: PairedDataset, steps: int, **train_options) -> nn.Sequential:

@@ -21,6 +21,7 @@ from vstain.batch.plan import (
 from vstain.batch.summary import BatchSummary, SlideReport, write_summary
 from vstain.batch.worker import ModelPlugin, finish_slide, run_block
 from vstain.errors import VstainError
+from vstain.pipeline import check_request, load_model
 from vstain.tiles import CancelToken
 from vstain.tiles.store import DONE_BLOCK
 
@@ -130,9 +131,6 @@ def stain_slides(
     ``DIR/batch-summary.json``) and the others go on. ``predict_options`` go to the model's
     ``predict`` on every worker and into each store's settings (a resume must use the same).
     """
-    from vstain.models import load_checkpoint, sha256_file
-    from vstain.weights import resolve_checkpoint
-
     check_block(block)
     if scheduler is not None and workers is not None:
         raise VstainError("Give a scheduler address or a number of workers, not both.")
@@ -141,27 +139,32 @@ def stain_slides(
     sources = [Path(s) for s in slides]
     outs = [output_path(s, out_dir, ome_tiff) for s in sources]
     check_outputs(outs, resume, overwrite)
-    checkpoint = resolve_checkpoint(str(model))
-    loaded = load_checkpoint(checkpoint)  # a bad checkpoint fails here, before any worker starts
-    predict_options = dict(predict_options or {})
-    loaded.check_options(predict_options)  # and options it does not take
+    # a bad checkpoint, tile or option fails here, once, before any slide or worker
+    loaded = load_model(model, "cpu")
+    tile, batch_size, predict_options = check_request(
+        loaded, tile=tile, batch_size=batch_size, options=predict_options
+    )
     options = {"tile": tile, "block": block, "resume": resume, "overwrite": overwrite}
     options["predict_options"] = predict_options
     reports, plans = plan_cohort(sources, outs, loaded, **options)
     summary = BatchSummary(reports)
     start = time.perf_counter()
-    if any(not p.finished for p in plans.values()):
-        with connect(scheduler, workers, torch_threads) as (client, threads):
-            name = f"vstain-model-{sha256_file(checkpoint)[:12]}-{device}"
-            client.register_plugin(
-                ModelPlugin(str(checkpoint), device, threads, predict_options), name=name
-            )
-            summary.workers = len(client.scheduler_info()["workers"])
-            summary.dashboard = dashboard_link(client)
-            try:
-                execute(client, name, plans, summary, batch_size, progress, cancel)
-            finally:
-                client.unregister_worker_plugin(name)
+    try:
+        if any(not p.finished for p in plans.values()):
+            with connect(scheduler, workers, torch_threads) as (client, threads):
+                name = f"vstain-model-{loaded.sha256[:12]}-{device}"
+                plugin = ModelPlugin(str(loaded.checkpoint), device, threads, predict_options)
+                client.register_plugin(plugin, name=name)
+                summary.workers = len(client.scheduler_info()["workers"])
+                summary.dashboard = dashboard_link(client)
+                try:
+                    execute(client, name, plans, summary, batch_size, progress, cancel)
+                finally:
+                    client.unregister_worker_plugin(name)
+    finally:
+        for plan in plans.values():
+            if plan.lock is not None:
+                plan.lock.release()
     summary.seconds = time.perf_counter() - start
     write_summary(summary, summary_path or out_dir / SUMMARY_NAME)
     return summary

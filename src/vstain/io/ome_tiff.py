@@ -31,6 +31,8 @@ from vstain.io.writing import (
 
 #: Above this many uncompressed bytes (all levels) the file is written as BigTIFF.
 BIGTIFF_ABOVE = 2**31
+#: The Software tag of every TIFF vstain writes: only such files are ever replaced by --overwrite.
+SOFTWARE = "vstain"
 
 
 def write_ome_tiff(
@@ -90,7 +92,11 @@ def _write_tiff(
     with tifffile.TiffWriter(path, bigtiff=raw_bytes > BIGTIFF_ABOVE, ome=True) as tiff:
         for k, (array, (fy, fx)) in enumerate(zip(arrays, factors, strict=True)):
             if k == 0:  # the full-resolution image holds the OME-XML and the SubIFD slots
-                placement = {"subifds": len(arrays) - 1, "metadata": _ome_metadata(pixel_size)}
+                placement = {
+                    "subifds": len(arrays) - 1,
+                    "metadata": _ome_metadata(pixel_size),
+                    "software": SOFTWARE,
+                }
             else:
                 placement = {"subfiletype": 1, "metadata": None}
             tiff.write(
@@ -135,3 +141,12 @@ def _resolution(pixel_size: float | None, fy: float, fx: float) -> dict:
         "resolution": (1e4 / (pixel_size * fx), 1e4 / (pixel_size * fy)),
         "resolutionunit": "CENTIMETER",
     }
+
+
+def written_by_vstain(path) -> bool:
+    """Whether TIFF ``path`` is an OME-TIFF vstain wrote (its first page names vstain)."""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return tif.pages.first.software == SOFTWARE
+    except Exception:  # unreadable or not a TIFF: not ours
+        return False

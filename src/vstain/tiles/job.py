@@ -12,6 +12,7 @@ from vstain.errors import OutputExistsError
 from vstain.io.slide import Slide
 from vstain.tiles.engine import BatchFn, CancelToken, RunResult, run_tiles
 from vstain.tiles.grid import Tile, TileGrid, order_tiles
+from vstain.tiles.lock import StoreLock
 from vstain.tiles.store import DONE_BLOCK, OutputSpec, OutputStore
 from vstain.tiles.tissue import pick_mask_level, tile_tissue_fraction, tissue_mask
 
@@ -139,26 +140,27 @@ def stain_level(
     grid = TileGrid(shape, tile, halo, align)
     tiles = order_tiles(grid.tiles(region), toward)
     settings = run_settings(slide, level, halo, align, blend, model_settings)
-    store = open_output(
-        Path(out),
-        shape=shape,
-        tile=tile,
-        specs=specs,
-        pixel_size=slide.level_pixel_size(level),
-        settings=settings,
-        resume=resume,
-        overwrite=overwrite,
-    )
-    return run_tiles(
-        array,
-        fn,
-        store,
-        grid,
-        tiles,
-        is_tissue=tissue_test(slide, shape, min_tissue),
-        batch_size=batch_size,
-        blend=blend,
-        band=band,
-        progress=progress,
-        cancel=cancel,
-    )
+    with StoreLock(out):
+        store = open_output(
+            Path(out),
+            shape=shape,
+            tile=tile,
+            specs=specs,
+            pixel_size=slide.level_pixel_size(level),
+            settings=settings,
+            resume=resume,
+            overwrite=overwrite,
+        )
+        return run_tiles(
+            array,
+            fn,
+            store,
+            grid,
+            tiles,
+            is_tissue=tissue_test(slide, shape, min_tissue),
+            batch_size=batch_size,
+            blend=blend,
+            band=band,
+            progress=progress,
+            cancel=cancel,
+        )

@@ -23,6 +23,7 @@ resumes without recomputing finished tiles and without torn chunks.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -108,6 +109,24 @@ class OutputSpec:
         return downsample_2x(block)
 
 
+def is_output_store(path) -> bool:
+    """Whether ``path`` is a store vstain's tile engine made (a zarr group with vstain settings)."""
+    try:
+        return "vstain" in zarr.open_group(Path(path), mode="r").attrs
+    except Exception:  # anything unreadable is not one of ours
+        return False
+
+
+def remove_store(path: Path) -> None:
+    """Delete output store ``path`` for a new run; anything but a vstain store is refused."""
+    if not is_output_store(path):
+        raise OutputExistsError(
+            f"{path} exists and is not a vstain output store; vstain only replaces its own "
+            "outputs. Choose another output path, or move that folder away yourself."
+        )
+    shutil.rmtree(path)
+
+
 class OutputStore:
     """Open output store; see the module docstring for its layout."""
 
@@ -161,10 +180,13 @@ class OutputStore:
         default (down to a few hundred px) unless ``n_levels`` is given. ``done_block`` tiles per
         side of a done-map chunk: the block one concurrent writer owns."""
         path = Path(path)
-        if path.exists() and not overwrite:
-            raise OutputExistsError(
-                f"{path} exists. Use --resume to continue that run or --overwrite to replace it."
-            )
+        if path.exists():
+            if not overwrite:
+                raise OutputExistsError(
+                    f"{path} exists. Use --resume to continue that run or --overwrite to "
+                    "replace it."
+                )
+            remove_store(path)
         root = zarr.open_group(path, mode="w")
         for spec in specs:
             create_ome_zarr(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import uuid
@@ -65,7 +66,11 @@ def connect(scheduler: str | None, workers: int | None, torch_threads: int | Non
     threads = torch_threads or max(1, (os.cpu_count() or 1) // n)
     with (
         LocalCluster(
-            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0"
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=logging.ERROR,  # a failed block is one line in the summary, not a log
         ) as cluster,
         Client(cluster) as client,
     ):
@@ -89,7 +94,7 @@ def plan_cohort(
         try:
             plan = plan_slide(i, source, model, out, **options)
         except Exception as e:  # a corrupt or unreadable slide must not stop the cohort
-            report.fail(f"{type(e).__name__}: {e}")
+            report.fail(failure_message(e))
             continue
         plans[i] = plan
         report.tiles, report.already_done, report.blocks = (
@@ -192,6 +197,13 @@ def execute(client, plugin, plans, summary, batch_size, progress, cancel) -> Non
         summary.cancelled = True
 
 
+def failure_message(error: BaseException) -> str:
+    """One line for a slide's failure: a `VstainError`'s own message, else the error's type too."""
+    if isinstance(error, VstainError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
 class _Run:
     """The futures of one run and what each stands for: ("block" | "finish", slide index)."""
 
@@ -224,8 +236,7 @@ class _Run:
         kind, i = self.futures.pop(future)
         report = self.summary.slides[i]
         if future.status == "error":
-            error = future.exception()
-            report.fail(f"{type(error).__name__}: {error}")
+            report.fail(failure_message(future.exception()))
             report.blocks_failed += kind == "block"
         elif kind == "block":
             report.add_block(future.result())

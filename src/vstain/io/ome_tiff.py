@@ -9,7 +9,7 @@ file system, so the final `os.replace` is atomic) that is removed in every case.
 from __future__ import annotations
 
 import os
-import tempfile
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -62,12 +62,23 @@ def write_ome_tiff(
     levels, pixel_size = as_levels(image, pixel_size)
     shapes, factors = pyramid_plan(levels)
     counter = Progress(2 * sum(chunk_count(s, tile) for s in shapes), progress)
-    with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmp:
-        arrays = write_pyramid(levels, Path(tmp) / "pyramid.zarr", tile, pixel_size, False, counter)
-        partial = Path(tmp) / path.name
+    work = partial_folder(path)
+    shutil.rmtree(work, ignore_errors=True)  # left by a killed earlier attempt
+    work.mkdir()
+    try:
+        arrays = write_pyramid(levels, work / "pyramid.zarr", tile, pixel_size, False, counter)
+        partial = work / path.name
         _write_tiff(arrays, factors, partial, pixel_size, tile, compression, quality, counter)
         os.replace(partial, path)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return path
+
+
+def partial_folder(path: Path) -> Path:
+    """Where the OME-TIFF ``path`` is built before it replaces ``path`` (one name per output, so
+    the next attempt removes what a killed one left)."""
+    return path.with_name(f".{path.name}.partial")
 
 
 def _write_tiff(

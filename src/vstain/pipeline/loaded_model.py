@@ -33,6 +33,12 @@ class LoadedModel:
     def card(self):
         return self.model.card
 
+    @property
+    def takes_origin(self) -> bool:
+        """Whether the model's noise is seeded by tile position (its tile function takes the
+        windows' origins)."""
+        return "origin" in inspect.signature(self.model.infer).parameters
+
     def tile_function(self, options: dict | None = None):
         """The tile engine's batch function: predictions with ``options``, point outputs
         rasterised, non-finite outputs refused; models that take an ``origin`` (position-seeded
@@ -45,7 +51,7 @@ class LoadedModel:
             check_finite(outputs, model.card.architecture)
             return outputs
 
-        if "origin" not in inspect.signature(model.infer).parameters:
+        if not self.takes_origin:
             return run
         return lambda batch, origins: run(batch, origin=origins)
 

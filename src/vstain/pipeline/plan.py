@@ -5,7 +5,7 @@ before anything is written."""
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +13,12 @@ import numpy as np
 from vstain.errors import ModelError, RegionError, VstainError
 from vstain.io import Slide, open_slide
 from vstain.pipeline.destination import Destination, check_destination, destination
+from vstain.pipeline.glass import glass_colour, glass_window
 from vstain.pipeline.loaded_model import LoadedModel, load_model
 from vstain.pipeline.outputs import output_specs
 from vstain.tiles import OutputSpec, TileGrid
 from vstain.tiles.job import run_settings
+from vstain.tiles.store import is_output_store
 
 #: Tiles with less tissue than this fraction are written as background.
 MIN_TISSUE = 0.05
@@ -107,6 +109,10 @@ def plan_run(
     toward = None if toward is None else (toward[0] / ds, toward[1] / ds)
     model = model_settings(card, options)
     settings = run_settings(slide, level, card.halo, grid.align, blend, model)
+    specs = output_specs(card.outputs)
+    if "ihc" in card.outputs and not (resume and is_output_store(dest.store)):
+        specs, glass = painted_glass(slide, level, loaded, grid, options, specs)
+        settings["glass"] = glass
     return RunPlan(
         slide,
         loaded,
@@ -115,7 +121,7 @@ def plan_run(
         region,
         toward,
         dest,
-        output_specs(card.outputs),
+        specs,
         settings,
         options,
         batch_size,
@@ -136,6 +142,20 @@ def check_request(
     if blend not in BLENDS:
         raise VstainError(f"Blend must be one of {', '.join(BLENDS)}, got {blend!r}.")
     return tile, batch_size, options
+
+
+def painted_glass(
+    slide: Slide, level: int, loaded: LoadedModel, grid: TileGrid, options: dict, specs
+) -> tuple[list[OutputSpec], dict]:
+    """``specs`` with the ``ihc`` background set to what the model paints on the slide's glass,
+    and a record of it for the store's settings (new stores only: a resumed store keeps its own)."""
+    found = glass_window(slide, level, grid.window_size)
+    if found is None:
+        return specs, {"rgb": None, "from": "no glass on the slide: background stays white"}
+    window, where = found
+    rgb = glass_colour(loaded, window, grid.halo, options)
+    specs = [replace(s, background=rgb) if s.name == "ihc" else s for s in specs]
+    return specs, {"rgb": [round(v, 4) for v in rgb], "from": where}
 
 
 def model_settings(card, options: dict | None = None) -> dict:

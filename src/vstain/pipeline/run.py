@@ -8,13 +8,23 @@ from pathlib import Path
 from vstain.io import open_slide, write_ome_tiff
 from vstain.pipeline.plan import RunPlan, plan_run
 from vstain.tiles import RunResult, stain_level
+from vstain.tiles.lock import StoreLock
 
 
 def run_plan(plan: RunPlan, *, progress=None, cancel=None) -> RunResult:
-    """Stain ``plan`` into its store (locked while it runs); an OME-TIFF output is converted
-    from its staging store once every tile is done, and the staging store removed."""
+    """Stain ``plan`` into its store (locked while it runs, so a second writer fails at once); an
+    OME-TIFF output is converted from its staging store once every tile is done, and the staging
+    store removed."""
+    with StoreLock(plan.store):
+        result = _stain(plan, progress, cancel)
+        if plan.dest.ome_tiff and not result.cancelled:
+            convert_to_ome_tiff(plan.store, plan.dest.out, plan.pixel_size, overwrite=True)
+    return result
+
+
+def _stain(plan: RunPlan, progress, cancel) -> RunResult:
     card = plan.model.card
-    result = stain_level(
+    return stain_level(
         plan.slide,
         plan.model.tile_function(plan.options),
         plan.store,
@@ -29,14 +39,12 @@ def run_plan(plan: RunPlan, *, progress=None, cancel=None) -> RunResult:
         blend=plan.blend,
         min_tissue=plan.min_tissue,
         model_settings=plan.settings["model"],
+        record={k: v for k, v in plan.settings.items() if k == "glass"},
         resume=plan.resume,
         overwrite=plan.overwrite,
         progress=progress,
         cancel=cancel,
     )
-    if plan.dest.ome_tiff and not result.cancelled:
-        convert_to_ome_tiff(plan.store, plan.dest.out, plan.pixel_size, overwrite=True)
-    return result
 
 
 def stain_slide(slide, model, out, *, progress=None, cancel=None, **request) -> RunResult:

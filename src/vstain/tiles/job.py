@@ -12,7 +12,6 @@ from vstain.errors import OutputExistsError
 from vstain.io.slide import Slide
 from vstain.tiles.engine import BatchFn, CancelToken, RunResult, run_tiles
 from vstain.tiles.grid import Tile, TileGrid, order_tiles
-from vstain.tiles.lock import StoreLock
 from vstain.tiles.store import DONE_BLOCK, OutputSpec, OutputStore
 from vstain.tiles.tissue import pick_mask_level, tile_tissue_fraction, tissue_mask
 
@@ -124,6 +123,7 @@ def stain_level(
     band: int | None = None,
     min_tissue: float = 0.05,
     model_settings: dict | None = None,
+    record: dict | None = None,
     resume: bool = False,
     overwrite: bool = False,
     progress=None,
@@ -133,34 +133,34 @@ def stain_level(
 
     Tiles are computed nearest ``toward`` (x, y) first, else in raster order; tiles with less than
     ``min_tissue`` tissue are written as background. ``align`` is the model's total stride (see
-    `TileGrid`). Resuming requires the same settings.
+    `TileGrid`). Resuming requires the same settings. ``record`` adds entries to the settings a
+    new store records (such as the glass colour of background tiles).
     """
     array = slide.levels[level]
     shape = tuple(array.shape[:2])
     grid = TileGrid(shape, tile, halo, align)
     tiles = order_tiles(grid.tiles(region), toward)
-    settings = run_settings(slide, level, halo, align, blend, model_settings)
-    with StoreLock(out):
-        store = open_output(
-            Path(out),
-            shape=shape,
-            tile=tile,
-            specs=specs,
-            pixel_size=slide.level_pixel_size(level),
-            settings=settings,
-            resume=resume,
-            overwrite=overwrite,
-        )
-        return run_tiles(
-            array,
-            fn,
-            store,
-            grid,
-            tiles,
-            is_tissue=tissue_test(slide, shape, min_tissue),
-            batch_size=batch_size,
-            blend=blend,
-            band=band,
-            progress=progress,
-            cancel=cancel,
-        )
+    settings = {**run_settings(slide, level, halo, align, blend, model_settings), **(record or {})}
+    store = open_output(
+        Path(out),
+        shape=shape,
+        tile=tile,
+        specs=specs,
+        pixel_size=slide.level_pixel_size(level),
+        settings=settings,
+        resume=resume,
+        overwrite=overwrite,
+    )
+    return run_tiles(
+        array,
+        fn,
+        store,
+        grid,
+        tiles,
+        is_tissue=tissue_test(slide, shape, min_tissue),
+        batch_size=batch_size,
+        blend=blend,
+        band=band,
+        progress=progress,
+        cancel=cancel,
+    )

@@ -64,13 +64,18 @@ class OutputSpec:
     "instances": labels whose ids name objects (cells); the function numbers them per window, the
     store makes them unique over the slide and joins objects cut by tile borders
     (`vstain.tiles.instances`), stored int64.
-    ``background`` is the value written for tiles without tissue, in the function's units.
+    ``background`` is the value written for tiles without tissue, in the function's units: one
+    value, or one per channel (the colour a model paints glass, so background tiles match it).
     """
 
     name: str
     kind: Literal["rgb", "scalar", "labels", "instances"] = "rgb"
     channels: int = 3
-    background: float = 1.0
+    background: float | tuple[float, ...] = 1.0
+
+    def __post_init__(self):
+        if isinstance(self.background, list):  # read back from the store's JSON
+            object.__setattr__(self, "background", tuple(self.background))
 
     @property
     def stored_channels(self) -> int:
@@ -100,7 +105,8 @@ class OutputSpec:
 
     def background_block(self, h: int, w: int) -> np.ndarray:
         """Stored array for a background tile of (h, w) px."""
-        return self.encode(np.full((self.channels, h, w), self.background, np.float32))
+        value = np.asarray(self.background, np.float32).reshape(-1, 1, 1)
+        return self.encode(np.broadcast_to(value, (self.channels, h, w)))
 
     def downsample(self, block: np.ndarray) -> np.ndarray:
         """2x downsampling used for this output's pyramid (labels keep their ids)."""

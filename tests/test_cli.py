@@ -245,6 +245,9 @@ def test_train_resume_and_evaluate_commands(tmp_path, capsys):
     assert "split test (1 pairs)" in heldout["data"]
     he = torch.rand(1, 3, 64, 64)
     assert torch.equal(load_checkpoint(ckpt).predict(he).ihc, model.predict(he).ihc)
+    shipped = ["evaluate", "--model", "pix2pix", "--data", str(data), "--write-card"]
+    assert main(shipped) == 2
+    assert "shipped with vstain, which vstain never changes" in capsys.readouterr().err
     assert main([*evaluate, "--option", "steps=5"]) == 2  # pix2pix takes no options
     assert "does not take the options ['steps']" in capsys.readouterr().err
 

@@ -127,6 +127,14 @@ def test_interrupted_write_leaves_no_partial_file(tmp_path, existing):
         assert path.read_bytes() == b"previous result"
 
 
+def test_a_killed_writes_leftovers_are_removed_by_the_next_write(tmp_path):
+    path = tmp_path / "slide.ome.tif"
+    leftover = tmp_path / ".slide.ome.tif.partial"
+    (leftover / "pyramid.zarr").mkdir(parents=True)  # as a SIGKILL mid-write leaves it
+    write_ome_tiff(rgb_image(64, 64), path, compression="deflate")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["slide.ome.tif"]
+
+
 def test_writing_a_lazy_image_keeps_memory_bounded(tmp_path):
     """As for OME-Zarr: peak traced memory does not grow with the image."""
     peaks = {

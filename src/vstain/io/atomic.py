@@ -14,8 +14,10 @@ def write_atomically(path, write: Callable[[Path], None]) -> Path:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # mode from the umask
+    mode = tmp.stat().st_mode
     try:
         write(tmp)
+        os.chmod(tmp, mode)  # writers that recreate the file (safetensors) make it 0600
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

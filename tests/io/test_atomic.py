@@ -1,4 +1,4 @@
-"""Atomic writes: the user's umask decides the mode, and a failed write leaves the target as it was."""
+"""Atomic writes: the umask decides the mode; a failed write leaves the target as it was."""
 
 import os
 import stat

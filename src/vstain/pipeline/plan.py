@@ -26,6 +26,8 @@ MIN_TISSUE = 0.05
 MAX_TILE = 8192
 #: Blending schemes of overlapping tiles (see vstain.tiles.blend).
 BLENDS = ("crop", "feather")
+#: Side (px) of the glass the model is run on to learn the colour it paints glass.
+GLASS_CORE = 64
 #: Predict options the engine sets itself, per window.
 ENGINE_OPTIONS = ("origin",)
 
@@ -149,7 +151,8 @@ def painted_glass(
 ) -> tuple[list[OutputSpec], dict]:
     """``specs`` with the ``ihc`` background set to what the model paints on the slide's glass,
     and a record of it for the store's settings (new stores only: a resumed store keeps its own)."""
-    found = glass_window(slide, level, grid.window_size)
+    core = -(-GLASS_CORE // grid.align) * grid.align  # a small core: one forward pass, cheap
+    found = glass_window(slide, level, core + 2 * grid.halo)
     if found is None:
         return specs, {"rgb": None, "from": "no glass on the slide: background stays white"}
     window, where = found

@@ -49,7 +49,7 @@ class RefSkipBlock(nn.Module):
         else:
             upconv = nn.ConvTranspose2d(inner_nc * 2, outer_nc, 4, 2, 1, bias=use_bias)
             down = [downrelu, downconv, downnorm]
-            model = down + [submodule] + [uprelu, upconv, upnorm]
+            model = [*down, submodule, uprelu, upconv, upnorm]
             if use_dropout:
                 model += [nn.Dropout(0.5)]
             if attention:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -129,6 +130,9 @@ def import_generator(
         },
     }
     model = _create(architecture or layout.architecture, layout, generator, card)
+    if "tile_size" not in card_overrides and model.card.halo > model.card.tile_size:
+        # a tile as large as the halo keeps a window at most 9 tiles' worth of pixels
+        model.card = replace(model.card, tile_size=model.card.halo)
     state = normalise_legacy_keys(state, model.generator.state_dict())
     problem = describe_mismatch(model.generator.state_dict(), state)
     if problem:

@@ -422,15 +422,14 @@ def cmd_evaluate(args) -> int:
 def cmd_import(args) -> int:
     """Import a public generator (*_net_G.pth of pix2pix, CycleGAN, CUT, ASP or BCI's
     PyramidPix2pix) as a vstain checkpoint; the layout is read from the file."""
-    from vstain.models import import_generator, save_checkpoint
+    from vstain.models.importers import import_checkpoint
 
     if args.out.exists() and not args.overwrite:
         raise VstainError(f"{args.out} exists. Choose another --out, or --overwrite.")
     card = {"markers": args.marker, "pixel_size": args.pixel_size}
     if args.notes:
         card["notes"] = args.notes
-    model = import_generator(args.pth, architecture=args.architecture, **card)
-    save_checkpoint(model, args.out)
+    model = import_checkpoint(args.pth, args.out, architecture=args.architecture, **card)
     c = model.card
     print(
         f"{args.out}: {c.provenance['layout']} as {c.architecture}, tile {c.tile_size} px + "

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from vstain.errors import CheckpointError, ModelError
 from vstain.models.base import StainModel
-from vstain.models.checkpoint import describe_mismatch, sha256_file
+from vstain.models.checkpoint import describe_mismatch, save_checkpoint, sha256_file
 from vstain.models.import_layouts import PublicLayout, detect_layout
 from vstain.models.registry import create, list_models, model_configs
 
@@ -156,3 +156,10 @@ def _create(architecture: str, layout: PublicLayout, generator: dict, card: dict
         return create(architecture, {**model_configs(architecture)["paper"], **generator}, **card)
     except ModelError as e:
         raise CheckpointError(f"Cannot build {architecture} for {layout.name}: {e}") from e
+
+
+def import_checkpoint(pth_path: str | os.PathLike, out: str | os.PathLike, **options) -> StainModel:
+    """:func:`import_generator` (``options``: its arguments and card fields), saved to ``out``."""
+    model = import_generator(pth_path, **options)
+    save_checkpoint(model, out)
+    return model

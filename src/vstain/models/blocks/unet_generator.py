@@ -16,12 +16,14 @@ here it runs once, which gives the same eval-mode outputs.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vstain.models.blocks.init import init_normal
-from vstain.models.blocks.receptive import halo_for, receptive_field
+from vstain.models.blocks.receptive import input_span
 from vstain.models.blocks.resnet_generator import norm_layer
 
 #: Config keys a model passes to :meth:`UnetGenerator.from_config`.
@@ -81,13 +83,17 @@ class UnetBlock(nn.Module):
         weight = F.interpolate(weight, size=x.shape[-2:], mode="bilinear")
         return torch.cat([self.W(weight * x), self.model[4:](gate)], 1)
 
-    def receptive_field(self, radius: float, jump: float) -> tuple[float, float]:
-        """The deepest path (through the inner blocks); the gate adds its bilinear upsampling."""
-        out, _ = receptive_field(self.model, radius, jump)
-        if self.attention:
-            gate, coarse = receptive_field(self.model[:4], radius, jump)
-            out = max(out, gate + coarse)  # bilinear x2 reaches 0.75 coarse px: round up to 1
-        return out, jump
+    def input_span(self, lo: int, hi: int) -> tuple[int, int]:
+        """Input indices output indices ``lo..hi`` depend on (see :func:`input_span`)."""
+        first, last = input_span(self.model, lo, hi)
+        if self.kind != "outermost":  # the skip
+            first, last = min(first, lo), max(last, hi)
+        if self.attention:  # bilinear x2: out o reads coarse floor(o / 2 - 1/4) and the next
+            coarse_lo, coarse_hi = (lo - 1) // 2, (hi - 1) // 2 + 1
+            gate = input_span(self.model[:4], coarse_lo, coarse_hi)
+            theta = input_span(self.theta, coarse_lo, coarse_hi)
+            first, last = min(first, gate[0], theta[0]), max(last, gate[1], theta[1])
+        return first, last
 
 
 class UnetGenerator(nn.Module):
@@ -131,9 +137,11 @@ class UnetGenerator(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
 
-    def receptive_field(self, radius: float, jump: float) -> tuple[float, float]:
-        return self.model.receptive_field(radius, jump)
+    def receptive_radius(self) -> int:
+        """The farthest input pixel (px) any output pixel depends on, over all stride phases."""
+        spans = [(o, *input_span(self.model, o, o)) for o in range(self.size_multiple)]
+        return max(max(o - lo, hi - o) for o, lo, hi in spans)
 
     def halo(self) -> int:
-        """Receptive-field radius in px, rounded up to a multiple of the input size multiple."""
-        return halo_for(self, self.size_multiple)
+        """:meth:`receptive_radius` rounded up to a multiple of the input size multiple."""
+        return math.ceil(self.receptive_radius() / self.size_multiple) * self.size_multiple

@@ -5,7 +5,7 @@ adjacent-section``), the affine each method finds from the H&E tile to the IHC t
 with the true one (the simulator's section transform in the two tiles' frames, elastic part
 left out): the mean displacement of the four tile corners, in pixels. Methods: no registration
 (identity), HSKD of a trained ``k-stain`` checkpoint, and the review's feature-based
-``vstain.register.register`` run on the same tile pair (failures and maps it does not trust are
+``vstain.registration.register`` run on the same tile pair (failures and maps it does not trust are
 counted, not scored).
 Run: ``.venv/bin/python bench/bench_kstain_registration.py CKPT DATASET [--limit N]``.
 """
@@ -17,11 +17,11 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 
-from vstain.io.datasets import open_paired_dataset
 from vstain.io.slide import Slide
 from vstain.models import load_checkpoint
-from vstain.register import register
-from vstain.register.errors import RegistrationError
+from vstain.registration import register
+from vstain.registration.errors import RegistrationError
+from vstain.train.datasets import open_paired_dataset
 
 
 def _shift(dx: float, dy: float) -> np.ndarray:

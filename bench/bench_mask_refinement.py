@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vstain.io.datasets import open_paired_dataset, read_rgb
+from vstain.train.datasets import open_paired_dataset, read_rgb
 from vstain.train.mask_refinement import predicted_mask, train_mask_net
 
 

@@ -176,7 +176,7 @@ def bench_viewer(slide_path: Path, title: str):
 
 
 def main() -> None:
-    from vstain.demo_data import demo_pair
+    from vstain.synth.demo import demo_pair
 
     he_path, _ = demo_pair()
     viewer, app, he, widget = bench_viewer(he_path, "bench")

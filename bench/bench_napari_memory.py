@@ -38,9 +38,9 @@ def rss_mib() -> float:
 
 def large_slide() -> Path:
     """The 20000 px simulated H&E, made on first use (a few minutes) and cached."""
-    from vstain.demo_data import cache_dir
     from vstain.io import write_ome_tiff
     from vstain.synth import synth_slide
+    from vstain.synth.demo import cache_dir
 
     path = cache_dir() / "bench" / f"he-{SIZE}.ome.tif"
     if not path.exists():

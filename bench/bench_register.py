@@ -17,7 +17,7 @@ import dask.array as da
 import numpy as np
 
 from vstain.io.slide import Slide
-from vstain.register import register
+from vstain.registration import register
 from vstain.synth import SectionTransform, SlideSpec, make_spec, slide_arrays
 
 STAGES = ("coarse", "affine", "flow")

@@ -2,7 +2,7 @@
 
 ``table``: the ancestral DDPM sampler with all T steps against DDIM and DPM-Solver++ at a few step
 counts on the first ``--limit`` test tiles of a paired dataset: PSNR, SSIM, positive-object F1
-(``vstain.metrics.evaluate``), seconds per tile, speed-up and PSNR loss against full DDPM.
+(``vstain.train.evaluate``), seconds per tile, speed-up and PSNR loss against full DDPM.
 ``uncertainty``: per tile, the mean of the ``uncertainty`` output (std over ``--samples`` draws)
 and the mean absolute error of the mean image against the real IHC; their Pearson and Spearman
 correlations over the tiles.
@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from scipy.stats import pearsonr, spearmanr
 
-from vstain.io.datasets import open_paired_dataset
-from vstain.metrics.evaluate import evaluate
 from vstain.models import load_checkpoint
 from vstain.models.device import choose_device, predict_batch
+from vstain.train.datasets import open_paired_dataset
+from vstain.train.evaluate import evaluate
 
 
 def score(model, data, limit: int, options: dict) -> dict:

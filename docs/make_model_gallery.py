@@ -16,10 +16,10 @@ import torch
 from skimage.io import imsave
 
 from vstain.cli import _option
-from vstain.io.datasets import open_paired_dataset
-from vstain.metrics.evaluate import to_uint8
 from vstain.models.registry import predict_options
-from vstain.stain import load_model
+from vstain.pipeline import load_model
+from vstain.train.datasets import open_paired_dataset
+from vstain.train.evaluate import to_uint8
 
 
 def main() -> None:
@@ -36,7 +36,7 @@ def main() -> None:
     he = torch.stack([item["he"] for item in items])
     columns = [he, torch.stack([item["ihc"] for item in items])]
     for name in args.models:
-        model = load_model(name, "cpu")
+        model = load_model(name, "cpu").model
         accepted = predict_options(model.card.architecture)
         options = {k: v for k, v in args.option if k in accepted}
         with torch.no_grad():

@@ -44,12 +44,12 @@ def main(folder: Path) -> None:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from vstain.demo_data import demo_pair
     from vstain.io import open_slide
     from vstain.napari.demo import wait_until_idle
     from vstain.napari.layers import slide_layer_data
     from vstain.napari.sample_data import HE_NAME, IHC_NAME
     from vstain.napari.stain_widget import VirtualStainWidget
+    from vstain.synth.demo import demo_pair
 
     folder.mkdir(parents=True, exist_ok=True)
     he_path, ihc_path = demo_pair()

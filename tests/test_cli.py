@@ -99,7 +99,7 @@ def test_unknown_model_and_missing_checkpoint(slide_path, tmp_path, capsys):
 
 def test_synth_slide_and_dataset_commands(tmp_path, capsys):
     from vstain.io import open_slide
-    from vstain.io.datasets import open_paired_dataset
+    from vstain.train.datasets import open_paired_dataset
 
     he, ihc = tmp_path / "new" / "he.ome.tif", tmp_path / "new" / "ihc.ome.tif"
     assert (
@@ -297,9 +297,9 @@ def test_train_joins_one_dataset_per_marker_for_multi_stain(tmp_path, capsys):
 
 
 def test_evaluate_scores_adjacent_sections_against_the_aligned_ihc(tmp_path):
-    from vstain.io.datasets import open_paired_dataset
-    from vstain.metrics.evaluate import evaluate
     from vstain.synth import synth_dataset
+    from vstain.train.datasets import open_paired_dataset
+    from vstain.train.evaluate import evaluate
 
     data = tmp_path / "adj"
     synth_dataset(

@@ -60,25 +60,22 @@ def cmd_info(args) -> int:
 
 def cmd_stain(args) -> int:
     """Stain a slide (or a region of it) with a model into OME-Zarr or pyramidal OME-TIFF."""
-    from vstain.io import open_slide
-    from vstain.stain import stain_slide
+    from vstain.pipeline import plan_run, run_plan
 
-    slide = open_slide(args.slide)
+    plan = plan_run(
+        args.slide,
+        args.model,
+        args.out,
+        device=args.device,
+        region=args.region,
+        batch_size=args.batch_size,
+        tile=args.tile,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        options=dict(args.option),
+    )
     with _ProgressBar("tiles") as bar:
-        result = stain_slide(
-            slide,
-            args.model,
-            args.out,
-            device=args.device,
-            region=args.region,
-            batch_size=args.batch_size,
-            tile=args.tile,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            progress=bar.update,
-            cancel=bar.cancel,
-            options=dict(args.option),
-        )
+        result = run_plan(plan, progress=bar.update, cancel=bar.cancel)
     if result.cancelled:
         print(
             f"Interrupted after {result.computed} tiles; rerun with --resume to finish.",
@@ -195,9 +192,9 @@ def cmd_train(args) -> int:
     """Train a registered model from scratch on a paired dataset (BCI / MIST / folder layout)."""
     from torch.utils.data import Subset
 
-    from vstain.io.datasets import evenly_spaced, open_paired_dataset
     from vstain.models import create
     from vstain.models.registry import resolve_config
+    from vstain.train.datasets import evenly_spaced, open_paired_dataset
     from vstain.train.loss_log import LossLog, loss_log_path
     from vstain.train.trainer import train
 
@@ -260,7 +257,7 @@ def _training_pairs(args, with_mask: bool):
     """The training split of ``--data``, with coarse DAB masks when ``with_mask`` (each folder's
     own DAB statistics); several ``--data`` (one per ``--marker``, in order) are joined as
     uniplex pairs whose items carry their marker's index (multi-stain models)."""
-    from vstain.io.datasets import MarkerDataset, open_paired_dataset
+    from vstain.train.datasets import MarkerDataset, open_paired_dataset
 
     def pairs(root: Path):
         data = open_paired_dataset(
@@ -317,7 +314,7 @@ class _TrainBar:
 def _registered_ihc(args, he, ihc):
     """The IHC under H&E regions: the slide itself (--aligned), or warped by a registration
     (--registration JSON, else registered here)."""
-    from vstain.register import Registration, register
+    from vstain.registration import Registration, register
 
     if args.aligned:
         return ihc
@@ -342,7 +339,7 @@ def cmd_finetune(args) -> int:
 
     from vstain.io import open_slide
     from vstain.models import read_card
-    from vstain.stain import choose_level
+    from vstain.pipeline import choose_level
     from vstain.train.finetune import finetune
     from vstain.train.region_geojson import read_regions
     from vstain.weights import resolve_checkpoint
@@ -379,6 +376,8 @@ def cmd_finetune(args) -> int:
         print("Stopped before the first validation: nothing better than the base to keep.")
         return 1
     print(f"{result.checkpoint}: step {result.best_step} of {result.steps} kept")
+    if result.warning:
+        print(f"vstain: warning: {result.warning}", file=sys.stderr)
     for name, scores in (("before", result.before), ("after", result.after)):
         if scores:
             print(f"  {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
@@ -390,20 +389,23 @@ def cmd_evaluate(args) -> int:
     with --write-card, the numbers into each checkpoint's card."""
     import json
 
-    from vstain.io.datasets import open_paired_dataset
-    from vstain.metrics.evaluate import evaluate, format_table
     from vstain.models.checkpoint import record_evaluation
-    from vstain.stain import load_model
-    from vstain.weights import resolve_checkpoint
+    from vstain.pipeline import load_model
+    from vstain.train.datasets import open_paired_dataset
+    from vstain.train.evaluate import evaluate, format_table
+    from vstain.weights import check_writable_checkpoint
 
+    if args.write_card:  # before the long evaluation, not after it
+        for name in args.model:
+            check_writable_checkpoint(name)
     data = open_paired_dataset(args.data, split=args.split)
     truth = args.data / "truth" / args.split
     options = dict(args.option)
     results = {}
     for name in args.model:
-        model = load_model(name, args.device)
+        loaded = load_model(name, args.device)
         results[Path(name).stem] = scores = evaluate(
-            model,
+            loaded.model,
             data,
             device=args.device,
             truth=truth if truth.is_dir() else None,
@@ -412,7 +414,7 @@ def cmd_evaluate(args) -> int:
         )
         if args.write_card:
             where = f"{args.data} split {args.split} ({scores['images']} pairs)"
-            record_evaluation(resolve_checkpoint(name), where, scores, options)
+            record_evaluation(loaded.checkpoint, where, scores, options)
     print(format_table(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

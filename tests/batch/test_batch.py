@@ -23,7 +23,7 @@ from vstain.cli import main
 from vstain.errors import OutputExistsError, VstainError
 from vstain.io import write_ome_tiff
 from vstain.models import create, model_configs, save_checkpoint
-from vstain.stain import stain_slide
+from vstain.pipeline import stain_slide
 from vstain.tiles import OutputSpec, OutputStore, TileGrid, run_tiles
 from vstain.tiles.store import PENDING
 

@@ -26,8 +26,8 @@ from vstain.models.asp_dgrank import (
 from vstain.models.base import linear_decay
 from vstain.models.blocks.adaptive_diffusion import AdaptiveDiffusion
 from vstain.models.blocks.time_patchgan import TimePatchGAN
+from vstain.models.losses import PatchSampleMLP
 from vstain.tiles import CancelToken
-from vstain.train.losses import PatchSampleMLP
 from vstain.train.trainer import train
 
 NAME = "asp-dgrank"

@@ -10,7 +10,6 @@ import torch
 from tests.models.conftest import GradState
 from vstain.color.dab_mask import signed_distance
 from vstain.errors import DatasetError
-from vstain.io.datasets import MarkerDataset
 from vstain.models import ModelError, SimpleTrainState, create, load_checkpoint, save_checkpoint
 from vstain.models import model_configs as configs
 from vstain.models.base import to_model_range
@@ -19,6 +18,7 @@ from vstain.models.stain_diffuser.noise import position_noise
 from vstain.models.stain_diffuser.samplers import SAMPLERS, Sampler
 from vstain.models.stain_diffuser.schedule import LinearSchedule
 from vstain.tiles import TileGrid, read_window
+from vstain.train.datasets import MarkerDataset
 
 NAMES = ["stain-diffuser", "stain-diffuser-bidirectional", "stain-diffuser-multi"]
 

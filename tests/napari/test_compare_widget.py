@@ -5,7 +5,7 @@ import pytest
 
 from tests.napari.conftest import tiny_checkpoint
 from vstain.napari.compare_widget import HE_POINTS, IHC_POINTS, CompareWidget
-from vstain.stain import stain_slide
+from vstain.pipeline import stain_slide
 from vstain.synth import make_spec
 from vstain.synth.export import export_pair
 

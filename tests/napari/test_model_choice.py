@@ -1,17 +1,9 @@
-"""Checkpoint descriptions, the one-model cache and view geometry (no display needed)."""
+"""Checkpoint descriptions and view geometry (no display needed)."""
 
-import gc
-import weakref
-
-import pytest
-
-from tests.napari.conftest import tiny_checkpoint
-from vstain.errors import CheckpointError
 from vstain.models import read_card
 from vstain.napari.model_choice import (
     SIMULATED,
     UNTRAINED,
-    ModelCache,
     card_summary,
     card_warning,
     layer_prefix,
@@ -33,27 +25,6 @@ def test_untrained_and_demo_weights_are_flagged(checkpoint):
         assert "simulated tissue" in summary
     assert layer_prefix("tiny", card) == "tiny ck818"
     assert layer_prefix("tiny-ck818", card) == "tiny-ck818"
-
-
-def test_cache_loads_once_and_frees_the_previous_model(tmp_path, checkpoint):
-    other = tiny_checkpoint(tmp_path / "other.safetensors", seed=1)
-    cache = ModelCache()
-    first, sha = cache.get(checkpoint, "cpu")
-    assert cache.get(checkpoint, "cpu")[0] is first
-    assert len(sha) == 64
-    gone = weakref.ref(first)
-    del first
-    second, other_sha = cache.get(other, "cpu")
-    gc.collect()
-    assert gone() is None, "switching models frees the old one"
-    assert other_sha != sha
-    cache.clear()
-    gone = weakref.ref(second)
-    del second
-    gc.collect()
-    assert gone() is None
-    with pytest.raises(CheckpointError, match="does not exist"):
-        cache.get(tmp_path / "missing.safetensors", "cpu")
 
 
 def test_tiles_in_view_compares_at_the_model_level():

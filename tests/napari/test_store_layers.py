@@ -5,7 +5,7 @@ import pytest
 from napari.layers import Image, Labels
 
 from vstain.napari.store_layers import aligned_placement, refresh, show_outputs
-from vstain.stain import OUTPUT_SPECS
+from vstain.pipeline import OUTPUT_SPECS
 from vstain.tiles import OutputSpec, OutputStore, TileGrid
 
 pytestmark = pytest.mark.gui

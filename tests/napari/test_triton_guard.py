@@ -15,7 +15,7 @@ viewer = napari.Viewer(show=False)
 viewer.add_image(__import__("numpy").zeros((8, 8)))
 viewer.screenshot()
 import vstain.models
-from vstain.train.perceptual import vgg16_features
+from vstain.models.perceptual import vgg16_features
 vstain.models.create("implicit-stainer")  # imports torchvision, which imports torch._dynamo
 vgg16_features()
 print("alive", "triton" in __import__("sys").modules)

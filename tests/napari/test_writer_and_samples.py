@@ -6,11 +6,11 @@ import skimage.data
 
 from tests.napari.conftest import tiny_checkpoint
 from tests.tiles.conftest import make_tissue_image
-from vstain.demo_data import demo_pair
 from vstain.errors import SlideError
 from vstain.io import open_slide
 from vstain.napari import demo, sample_data
 from vstain.napari.writer import write_image
+from vstain.synth.demo import demo_pair
 
 pytestmark = pytest.mark.gui
 

@@ -116,10 +116,37 @@ def test_finetune_keeps_the_best_checkpoint_and_records_where_it_came_from(pair,
     assert card.metrics["after"]["psnr"] == pytest.approx(best_psnr)
     assert load_checkpoint(out).card.config["lr"] == 1e-3
 
-    with pytest.raises(FinetuneError, match="never overwritten"):
+    with pytest.raises(FinetuneError, match="never written"):
         finetune(base, he, ihc, REGIONS, base, steps=1, crop=64)
     with pytest.raises(FinetuneError, match="exists"):
         finetune(base, he, ihc, REGIONS, out, steps=1, crop=64)
+
+
+def test_work_files_cannot_be_the_base(pair, base, tmp_path):
+    he, ihc = (open_slide(p) for p in pair)
+    named_like_work = tmp_path / "q.work.safetensors"
+    named_like_work.write_bytes(base.read_bytes())
+    with pytest.raises(FinetuneError, match=r"q\.work\.safetensors, the base"):
+        finetune(named_like_work, he, ihc, REGIONS, tmp_path / "q.safetensors", steps=1, crop=64)
+    assert named_like_work.read_bytes() == base.read_bytes()
+
+
+def test_a_diverging_finetune_keeps_the_base_and_warns(pair, tmp_path):
+    from vstain.weights import resolve_checkpoint
+
+    base = resolve_checkpoint("pix2pix")  # trained: 26 dB here, far above a blown-up model's 14
+    he, ihc = (open_slide(p) for p in pair)
+    out = tmp_path / "wild.safetensors"
+    options = {"steps": 10, "batch_size": 2, "crop": 64, "val_every": 5, "device": "cpu"}
+    result = finetune(base, he, ihc, REGIONS, out, lr=1e6, **options)
+    assert result.warning and "holds the base's weights" in result.warning
+    assert result.best_step == 0 and result.after == result.before
+    kept, original = load_checkpoint(out), load_checkpoint(base)
+    for (name, a), b in zip(kept.state_dict().items(), original.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert kept.card.config["lr"] == original.card.config["lr"]  # not 1e6 for the next run
+    with pytest.raises(FinetuneError, match="other lr"):
+        finetune(base, he, ihc, REGIONS, out, lr=1e-4, resume=True, **options)
 
 
 def test_regions_round_trip_through_geojson_and_read_qupath_exports(tmp_path):

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from vstain.models import ModelError
-from vstain.train.losses import (
+from vstain.models.losses import (
     GAUSS3,
     PatchSampleMLP,
     discriminator_loss,
@@ -19,7 +19,7 @@ from vstain.train.losses import (
     patch_nce,
     patch_nce_loss,
 )
-from vstain.train.perceptual import (
+from vstain.models.perceptual import (
     IMAGENET_NAME,
     RANDOM_NAME,
     PerceptualLoss,
@@ -161,7 +161,7 @@ def empty_hub(tmp_path, monkeypatch):
 
 
 def test_perceptual_falls_back_with_one_warning(empty_hub, caplog):
-    with caplog.at_level(logging.WARNING, logger="vstain.train.perceptual"):
+    with caplog.at_level(logging.WARNING, logger="vstain.models.perceptual"):
         loss = PerceptualLoss("vgg16", layers=(3, 8))
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "random-but-fixed VGG16" in warnings[0].getMessage()

@@ -8,7 +8,7 @@ from scipy import ndimage
 from skimage.draw import disk
 
 from vstain.errors import DatasetError
-from vstain.io.datasets import Pair, PairedDataset
+from vstain.train.datasets import Pair, PairedDataset
 from vstain.train.mask_refinement import predicted_mask, refine_masks, train_mask_net
 
 SIZE = 96

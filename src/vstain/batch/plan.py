@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from vstain.errors import OutputExistsError, VstainError
-from vstain.io import open_slide
-from vstain.stain import TIFF_SUFFIXES, choose_level, model_settings, output_specs
-from vstain.tiles import TileGrid
-from vstain.tiles.job import open_output, run_settings
+from vstain.pipeline import plan_run
+from vstain.pipeline.destination import TIFF_SUFFIXES
+from vstain.tiles.job import open_output
+from vstain.tiles.lock import StoreLock
 from vstain.tiles.store import PENDING
 
 
@@ -27,6 +27,7 @@ class SlideJob:
     halo: int
     align: int
     shape: tuple[int, int]
+    min_tissue: float
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class SlidePlan:
     already_done: int
     ome_tiff: bool
     finished: bool = False  # the OME-TIFF of an earlier run is already there
+    lock: StoreLock | None = None  # held on the store while the batch writes it
 
 
 def check_block(block: int) -> int:
@@ -114,36 +116,50 @@ def plan_slide(
     overwrite: bool,
     predict_options: dict | None = None,
 ) -> SlidePlan:
-    """Open ``source``, create (or reopen to resume) its store, list its unfinished blocks."""
-    slide = open_slide(source)
-    card = model.card
-    level = choose_level(slide, card.pixel_size)
-    tile = tile or card.tile_size
-    shape = tuple(int(s) for s in slide.levels[level].shape[:2])
-    grid = TileGrid(shape, tile, card.halo, model.size_multiple)
-    n_tiles = int(np.prod(grid.grid_shape))
-    ome_tiff = out.suffix.lower() in TIFF_SUFFIXES
-    store_path = out.with_name(out.name + ".zarr") if ome_tiff else out
-    job = SlideJob(str(source), str(store_path), level, tile, card.halo, grid.align, shape)
-    pixel_size = slide.level_pixel_size(level)
-    if ome_tiff and out.exists() and resume and not overwrite and not store_path.exists():
-        return SlidePlan(job, out, pixel_size, [], n_tiles, n_tiles, ome_tiff, finished=True)
-    store = open_output(
-        store_path,
-        shape=shape,
+    """Plan ``source`` with `plan_run`, lock and create (or reopen to resume) its store, and list
+    its unfinished blocks."""
+    plan = plan_run(
+        source,
+        model,
+        out,
         tile=tile,
-        specs=output_specs(card.outputs),
-        pixel_size=pixel_size,
-        settings=run_settings(
-            slide, level, card.halo, grid.align, "crop", model_settings(card, predict_options)
-        ),
         resume=resume,
         overwrite=overwrite,
-        done_block=block,
+        options=predict_options,
     )
-    blocks = pending_blocks(index, store.done_map(), store.block)
+    grid, dest = plan.grid, plan.dest
+    n_tiles = int(np.prod(grid.grid_shape))
+    job = SlideJob(
+        str(source),
+        str(dest.store),
+        plan.level,
+        grid.tile,
+        grid.halo,
+        grid.align,
+        grid.shape,
+        plan.min_tissue,
+    )
+    if dest.ome_tiff and out.exists() and resume and not overwrite and not dest.store.exists():
+        return SlidePlan(job, out, plan.pixel_size, [], n_tiles, n_tiles, True, finished=True)
+    lock = StoreLock(dest.store).acquire()
+    try:
+        store = open_output(
+            dest.store,
+            shape=grid.shape,
+            tile=grid.tile,
+            specs=plan.specs,
+            pixel_size=plan.pixel_size,
+            settings=plan.settings,
+            resume=resume,
+            overwrite=overwrite,
+            done_block=block,
+        )
+        blocks = pending_blocks(index, store.done_map(), store.block)
+    except BaseException:
+        lock.release()
+        raise
     skipped = n_tiles - sum(len(b.indices) for b in blocks)
-    return SlidePlan(job, out, pixel_size, blocks, n_tiles, skipped, ome_tiff)
+    return SlidePlan(job, out, plan.pixel_size, blocks, n_tiles, skipped, dest.ome_tiff, lock=lock)
 
 
 def interleave(plans: list[SlidePlan]) -> list[Block]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import uuid
@@ -21,6 +22,7 @@ from vstain.batch.plan import (
 from vstain.batch.summary import BatchSummary, SlideReport, write_summary
 from vstain.batch.worker import ModelPlugin, finish_slide, run_block
 from vstain.errors import VstainError
+from vstain.pipeline import check_request, load_model
 from vstain.tiles import CancelToken
 from vstain.tiles.store import DONE_BLOCK
 
@@ -64,7 +66,11 @@ def connect(scheduler: str | None, workers: int | None, torch_threads: int | Non
     threads = torch_threads or max(1, (os.cpu_count() or 1) // n)
     with (
         LocalCluster(
-            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0"
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=logging.ERROR,  # a failed block is one line in the summary, not a log
         ) as cluster,
         Client(cluster) as client,
     ):
@@ -88,7 +94,7 @@ def plan_cohort(
         try:
             plan = plan_slide(i, source, model, out, **options)
         except Exception as e:  # a corrupt or unreadable slide must not stop the cohort
-            report.fail(f"{type(e).__name__}: {e}")
+            report.fail(failure_message(e))
             continue
         plans[i] = plan
         report.tiles, report.already_done, report.blocks = (
@@ -130,9 +136,6 @@ def stain_slides(
     ``DIR/batch-summary.json``) and the others go on. ``predict_options`` go to the model's
     ``predict`` on every worker and into each store's settings (a resume must use the same).
     """
-    from vstain.models import load_checkpoint, sha256_file
-    from vstain.weights import resolve_checkpoint
-
     check_block(block)
     if scheduler is not None and workers is not None:
         raise VstainError("Give a scheduler address or a number of workers, not both.")
@@ -141,27 +144,32 @@ def stain_slides(
     sources = [Path(s) for s in slides]
     outs = [output_path(s, out_dir, ome_tiff) for s in sources]
     check_outputs(outs, resume, overwrite)
-    checkpoint = resolve_checkpoint(str(model))
-    loaded = load_checkpoint(checkpoint)  # a bad checkpoint fails here, before any worker starts
-    predict_options = dict(predict_options or {})
-    loaded.check_options(predict_options)  # and options it does not take
+    # a bad checkpoint, tile or option fails here, once, before any slide or worker
+    loaded = load_model(model, "cpu")
+    tile, batch_size, predict_options = check_request(
+        loaded, tile=tile, batch_size=batch_size, options=predict_options
+    )
     options = {"tile": tile, "block": block, "resume": resume, "overwrite": overwrite}
     options["predict_options"] = predict_options
     reports, plans = plan_cohort(sources, outs, loaded, **options)
     summary = BatchSummary(reports)
     start = time.perf_counter()
-    if any(not p.finished for p in plans.values()):
-        with connect(scheduler, workers, torch_threads) as (client, threads):
-            name = f"vstain-model-{sha256_file(checkpoint)[:12]}-{device}"
-            client.register_plugin(
-                ModelPlugin(str(checkpoint), device, threads, predict_options), name=name
-            )
-            summary.workers = len(client.scheduler_info()["workers"])
-            summary.dashboard = dashboard_link(client)
-            try:
-                execute(client, name, plans, summary, batch_size, progress, cancel)
-            finally:
-                client.unregister_worker_plugin(name)
+    try:
+        if any(not p.finished for p in plans.values()):
+            with connect(scheduler, workers, torch_threads) as (client, threads):
+                name = f"vstain-model-{loaded.sha256[:12]}-{device}"
+                plugin = ModelPlugin(str(loaded.checkpoint), device, threads, predict_options)
+                client.register_plugin(plugin, name=name)
+                summary.workers = len(client.scheduler_info()["workers"])
+                summary.dashboard = dashboard_link(client)
+                try:
+                    execute(client, name, plans, summary, batch_size, progress, cancel)
+                finally:
+                    client.unregister_worker_plugin(name)
+    finally:
+        for plan in plans.values():
+            if plan.lock is not None:
+                plan.lock.release()
     summary.seconds = time.perf_counter() - start
     write_summary(summary, summary_path or out_dir / SUMMARY_NAME)
     return summary
@@ -187,6 +195,13 @@ def execute(client, plugin, plans, summary, batch_size, progress, cancel) -> Non
     if run.futures:
         client.cancel(list(run.futures))
         summary.cancelled = True
+
+
+def failure_message(error: BaseException) -> str:
+    """One line for a slide's failure: a `VstainError`'s own message, else the error's type too."""
+    if isinstance(error, VstainError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
 
 
 class _Run:
@@ -221,8 +236,7 @@ class _Run:
         kind, i = self.futures.pop(future)
         report = self.summary.slides[i]
         if future.status == "error":
-            error = future.exception()
-            report.fail(f"{type(error).__name__}: {error}")
+            report.fail(failure_message(future.exception()))
             report.blocks_failed += kind == "block"
         elif kind == "block":
             report.add_block(future.result())

@@ -17,8 +17,6 @@ from vstain.tiles.job import tissue_test
 #: Slides are read inside a task with dask's synchronous scheduler: the worker's default would
 #: send the slide's read graph (open file handles) to the cluster.
 LOCAL_READS = {"scheduler": "synchronous"}
-#: Tiles with less tissue are written as background (the single-process default, `stain_level`).
-MIN_TISSUE = 0.05
 
 
 def worker_device(device: str, worker_name, n_gpus: int) -> str:
@@ -42,15 +40,13 @@ class ModelPlugin(WorkerPlugin):
     def setup(self, worker) -> None:
         import torch
 
-        from vstain.models import choose_device
-        from vstain.stain import load_model, tile_function
+        from vstain.pipeline import load_model
 
         if self.torch_threads:
             torch.set_num_threads(self.torch_threads)
         device = worker_device(self.device, worker.name, torch.cuda.device_count())
-        dev = choose_device(device)
         self.model = load_model(self.checkpoint, device)
-        self.predict = tile_function(self.model, dev, self.options)
+        self.predict = self.model.tile_function(self.options)
 
     def teardown(self, worker) -> None:
         self.model = self.predict = None
@@ -77,7 +73,7 @@ def run_block(plugin: str, job: SlideJob, block: Block, batch_size: int) -> dict
             OutputStore.open(job.store, concurrent=True),
             grid,
             [grid.tile_at(r, c) for r, c in block.indices],
-            is_tissue=tissue_test(slide, job.shape, MIN_TISSUE),
+            is_tissue=tissue_test(slide, job.shape, job.min_tissue),
             batch_size=batch_size,
         )
     return {
@@ -91,7 +87,7 @@ def run_block(plugin: str, job: SlideJob, block: Block, batch_size: int) -> dict
 def finish_slide(job: SlideJob, out: str, pixel_size: float | None, ome_tiff: bool) -> float:
     """Once every block is done: join objects cut by tile borders and build the coarse levels
     blocks share, convert to OME-TIFF if asked. Returns the seconds it took."""
-    from vstain.stain import convert_to_ome_tiff
+    from vstain.pipeline import convert_to_ome_tiff
 
     start = time.perf_counter()
     with dask.config.set(LOCAL_READS):

@@ -25,6 +25,9 @@ from vstain.errors import StainError
 if TYPE_CHECKING:
     from vstain.io.slide import Slide
 
+#: The coarse masks' parameters wherever vstain builds them (training data, StainDiffuser).
+MASK_K, MASK_MIN_SIZE, MASK_MAX_HOLE = 2.0, 16, 64
+
 
 @dataclass(frozen=True)
 class DabStats:
@@ -81,9 +84,9 @@ def coarse_dab_mask(
     rgb: np.ndarray,
     *,
     stains: StainMatrix = HED,
-    k: float = 2.0,
-    min_size: int = 16,
-    max_hole: int = 64,
+    k: float = MASK_K,
+    min_size: int = MASK_MIN_SIZE,
+    max_hole: int = MASK_MAX_HOLE,
     stats: DabStats | None = None,
     mask: np.ndarray | None = None,
     split: bool = False,

@@ -9,7 +9,7 @@ file system, so the final `os.replace` is atomic) that is removed in every case.
 from __future__ import annotations
 
 import os
-import tempfile
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -31,6 +31,8 @@ from vstain.io.writing import (
 
 #: Above this many uncompressed bytes (all levels) the file is written as BigTIFF.
 BIGTIFF_ABOVE = 2**31
+#: The Software tag of every TIFF vstain writes: only such files are ever replaced by --overwrite.
+SOFTWARE = "vstain"
 
 
 def write_ome_tiff(
@@ -60,12 +62,23 @@ def write_ome_tiff(
     levels, pixel_size = as_levels(image, pixel_size)
     shapes, factors = pyramid_plan(levels)
     counter = Progress(2 * sum(chunk_count(s, tile) for s in shapes), progress)
-    with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmp:
-        arrays = write_pyramid(levels, Path(tmp) / "pyramid.zarr", tile, pixel_size, False, counter)
-        partial = Path(tmp) / path.name
+    work = partial_folder(path)
+    shutil.rmtree(work, ignore_errors=True)  # left by a killed earlier attempt
+    work.mkdir()
+    try:
+        arrays = write_pyramid(levels, work / "pyramid.zarr", tile, pixel_size, False, counter)
+        partial = work / path.name
         _write_tiff(arrays, factors, partial, pixel_size, tile, compression, quality, counter)
         os.replace(partial, path)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return path
+
+
+def partial_folder(path: Path) -> Path:
+    """Where the OME-TIFF ``path`` is built before it replaces ``path`` (one name per output, so
+    the next attempt removes what a killed one left)."""
+    return path.with_name(f".{path.name}.partial")
 
 
 def _write_tiff(
@@ -90,7 +103,11 @@ def _write_tiff(
     with tifffile.TiffWriter(path, bigtiff=raw_bytes > BIGTIFF_ABOVE, ome=True) as tiff:
         for k, (array, (fy, fx)) in enumerate(zip(arrays, factors, strict=True)):
             if k == 0:  # the full-resolution image holds the OME-XML and the SubIFD slots
-                placement = {"subifds": len(arrays) - 1, "metadata": _ome_metadata(pixel_size)}
+                placement = {
+                    "subifds": len(arrays) - 1,
+                    "metadata": _ome_metadata(pixel_size),
+                    "software": SOFTWARE,
+                }
             else:
                 placement = {"subfiletype": 1, "metadata": None}
             tiff.write(
@@ -135,3 +152,12 @@ def _resolution(pixel_size: float | None, fy: float, fx: float) -> dict:
         "resolution": (1e4 / (pixel_size * fx), 1e4 / (pixel_size * fy)),
         "resolutionunit": "CENTIMETER",
     }
+
+
+def written_by_vstain(path) -> bool:
+    """Whether TIFF ``path`` is an OME-TIFF vstain wrote (its first page names vstain)."""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return tif.pages.first.software == SOFTWARE
+    except Exception:  # unreadable or not a TIFF: not ours
+        return False

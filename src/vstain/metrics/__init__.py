@@ -1,13 +1,11 @@
 """Scores of a virtual IHC against a reference: pixels, DAB, positive cells, differences.
 
-``evaluate`` scores a model over a paired dataset and ``format_table`` prints several models'
-results. FID, KID and LPIPS are computed only when their packages and weights are present here
+FID, KID and LPIPS are computed only when their packages and weights are present here
 (see `vstain.metrics.learned`); otherwise they are reported as unavailable, with the reason.
 """
 
 from vstain.metrics.cells import Detection, match_objects, positive_cells
 from vstain.metrics.difference import colour_difference, dab_difference
-from vstain.metrics.evaluate import evaluate, format_table
 from vstain.metrics.image import PSNR_CAP, dab_correlation, psnr, ssim
 from vstain.metrics.learned import frechet_distance, kernel_inception_distance, unavailable
 from vstain.metrics.positivity import positivity_error
@@ -18,8 +16,6 @@ __all__ = [
     "colour_difference",
     "dab_correlation",
     "dab_difference",
-    "evaluate",
-    "format_table",
     "frechet_distance",
     "kernel_inception_distance",
     "match_objects",

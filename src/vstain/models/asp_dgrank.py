@@ -37,8 +37,7 @@ from vstain.models.blocks.adaptive_diffusion import AdaptiveDiffusion
 from vstain.models.blocks.resnet_generator import STRIDE, ResnetGenerator
 from vstain.models.blocks.time_patchgan import TimePatchGAN
 from vstain.models.blocks.tta import DIHEDRAL, transform, untransform
-from vstain.models.registry import register
-from vstain.train.losses import (
+from vstain.models.losses import (
     PatchSampleMLP,
     discriminator_loss,
     gaussian_pyramid_l1,
@@ -46,6 +45,7 @@ from vstain.train.losses import (
     patch_nce,
     patch_nce_loss,
 )
+from vstain.models.registry import register
 
 SETTINGS = ("paired", "unpaired")
 SAMPLINGS = ("attention", "uniform")

@@ -271,8 +271,29 @@ class StainModel(nn.Module, ABC):
                 f"{self.card.architecture} does not take the options {unknown}; "
                 f"it accepts {accepted or 'none'}."
             )
+        for name, value in options.items():
+            check_option_type(name, value, params[name].annotation)
         for name, allowed in self.option_choices.items():
             if name in options and options[name] not in allowed:
                 raise ModelError(
                     f"{name} must be one of {', '.join(allowed)}, got {options[name]!r}."
                 )
+
+
+#: Option annotations whose values are checked, and the Python types each admits.
+_OPTION_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+
+
+def check_option_type(name: str, value, annotation) -> None:
+    """Raise ModelError when ``value`` does not have the type ``annotation`` (``"int"``,
+    ``"int | str"``...) names; other annotations (sequences, objects) are not checked here."""
+    parts = [p.strip() for p in str(annotation).split("|")]
+    if not all(p in _OPTION_TYPES for p in parts):
+        return
+    allowed = tuple(t for p in parts for t in _OPTION_TYPES[p])
+    if isinstance(value, bool) and bool not in allowed:
+        allowed = ()
+    if not isinstance(value, allowed):
+        raise ModelError(
+            f"Option {name} must be {' or '.join(parts)}, got {value!r}; give {name}=<{parts[0]}>."
+        )

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from vstain.errors import CheckpointError, ModelError
+from vstain.io.atomic import write_atomically
 from vstain.models.base import ModelCard, StainModel
 from vstain.models.registry import build
 
@@ -35,23 +35,7 @@ def save_checkpoint(model: StainModel, path: str | os.PathLike) -> Path:
         k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()
     }
     metadata = {CARD_KEY: model.card.to_json(), FORMAT_KEY: FORMAT_VERSION}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    if os.name == "posix":  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    return path
+    return write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def read_card(path: str | os.PathLike) -> ModelCard:
@@ -142,7 +126,7 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def record_evaluation(path: str | os.PathLike, data: str, scores: dict, options: dict) -> None:
-    """Store held-out ``scores`` (of `vstain.metrics.evaluate` on ``data``) in the card of
+    """Store held-out ``scores`` (of `vstain.train.evaluate` on ``data``) in the card of
     checkpoint ``path``, under ``metrics["heldout"]``; the weights are rewritten unchanged."""
     model = load_checkpoint(path)
     heldout = {"data": data, "options": options, **scores}

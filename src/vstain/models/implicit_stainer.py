@@ -24,8 +24,8 @@ from vstain.models.blocks.fullres_encoders import ConvEncoder, SwinEncoder
 from vstain.models.blocks.local_implicit import LocalImplicitFunction
 from vstain.models.blocks.receptive import receptive_field
 from vstain.models.blocks.tta import dihedral_outputs
+from vstain.models.perceptual import PerceptualLoss
 from vstain.models.registry import register
-from vstain.train.perceptual import PerceptualLoss
 
 ENCODERS = ("both", "conv", "swin")
 FUSIONS = ("concat", "sum")

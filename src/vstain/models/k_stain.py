@@ -35,9 +35,9 @@ from vstain.models.blocks.kgd import KeypointDiscriminator
 from vstain.models.blocks.patchgan import PatchGANDiscriminator
 from vstain.models.blocks.receptive import halo_for
 from vstain.models.blocks.resnet_generator import STRIDE
+from vstain.models.losses import discriminator_loss, generator_loss
+from vstain.models.perceptual import PerceptualLoss
 from vstain.models.registry import register
-from vstain.train.losses import discriminator_loss, generator_loss
-from vstain.train.perceptual import PerceptualLoss
 
 _SMALL = {
     "n_keypoints": 32,

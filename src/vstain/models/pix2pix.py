@@ -22,8 +22,8 @@ from vstain.models.base import (
 )
 from vstain.models.blocks.patchgan import PatchGANDiscriminator
 from vstain.models.blocks.resnet_generator import STRIDE, ResnetGenerator
+from vstain.models.losses import discriminator_loss, gaussian_pyramid_l1, generator_loss
 from vstain.models.registry import register
-from vstain.train.losses import discriminator_loss, gaussian_pyramid_l1, generator_loss
 
 _SMALL = {
     "ngf": 16,

@@ -2,7 +2,7 @@
 layer's affine (nothing resampled), and compute difference, discordance and positivity of a
 region in the background.
 
-Science lives in `vstain.register`; this module only turns clicks into calls on a worker thread
+Science lives in `vstain.registration`; this module only turns clicks into calls on a worker thread
 and results into layers.
 """
 
@@ -35,8 +35,8 @@ from vstain.napari import registration_layers as placement
 from vstain.napari.layer_choice import SlideCache, fill_box, shapes_layers, slide_layers
 from vstain.napari.stain_widget import notify_error, wrapping_label
 from vstain.napari.viewport import rectangle_regions, visible_region
-from vstain.register import Registration, register
-from vstain.register.review import (
+from vstain.registration import Registration, register
+from vstain.review.maps import (
     BOTH,
     REAL_ONLY,
     VIRTUAL_ONLY,
@@ -44,7 +44,7 @@ from vstain.register.review import (
     difference_map,
     discordance,
 )
-from vstain.register.review_region import ReviewRegion, keypoint_pairs
+from vstain.review.region import ReviewRegion, keypoint_pairs
 
 VIEW = "Visible region"
 #: Longest side (px) of a difference map; larger regions are computed at a coarser level.

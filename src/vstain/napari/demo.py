@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from vstain.demo_data import demo_pair
 from vstain.errors import VstainError
 from vstain.io import open_slide
 from vstain.napari.layers import slide_layer_data
 from vstain.napari.sample_data import HE_NAME, IHC_NAME
+from vstain.synth.demo import demo_pair
 
 WINDOW_SIZE = (1500, 950)
 #: The shipped model the demo stains with (the fastest; otherwise the first shipped one).

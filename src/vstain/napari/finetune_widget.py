@@ -43,7 +43,7 @@ from vstain.napari.registration_layers import put_layer
 from vstain.napari.stain_widget import notify_error, wrapping_label
 from vstain.napari.store_layers import aligned_placement
 from vstain.napari.viewport import world_box_to_region
-from vstain.stain import choose_level
+from vstain.pipeline import choose_level
 from vstain.train.finetune import PARTS, trainable_counts
 from vstain.train.region_geojson import write_regions
 from vstain.train.regions import Region
@@ -383,6 +383,8 @@ class FinetuneWidget(ShutdownOnClose, QWidget):
         self.status_label.setText(
             f"Saved {result.checkpoint.name} (step {result.best_step} of {result.steps}). {change}"
         )
+        if result.warning:
+            notifications.show_warning(result.warning)
         notifications.show_info(f"Fine-tuned checkpoint saved: {result.checkpoint}")
         hub.checkpoint_saved.emit(result.checkpoint)
 

@@ -1,4 +1,4 @@
-"""One staining job of the widget, run by `vstain.stain.stain_slide` on a background thread.
+"""One staining job of the widget, planned and run by `vstain.pipeline` on a background thread.
 
 Nothing here touches napari or Qt: the widget polls ``updates`` / ``progress`` / ``finished`` from
 the main thread and cancels through the job's `CancelToken`.
@@ -11,10 +11,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vstain.errors import ModelError
 from vstain.io import Slide
-from vstain.napari.model_choice import ModelCache
-from vstain.stain import choose_level, stain_slide
+from vstain.pipeline import ModelCache, plan_run, run_plan
 from vstain.tiles import CancelToken, Progress, RunResult, Tile
 
 Region = tuple[int, int, int, int]
@@ -119,33 +117,23 @@ class StainJob(ThreadJob):
 
     def work(self) -> None:
         request = self.request
-        model, sha256 = self.models.get(request.checkpoint, request.device)
-        if request.tile % model.size_multiple:
-            raise ModelError(
-                f"Tile size {request.tile} does not suit {request.checkpoint.name}: "
-                f"{model.card.architecture} needs a multiple of {model.size_multiple}. "
-                "Change the tile size."
-            )
-        level = choose_level(request.slide, model.card.pixel_size)
-        self.downsample = request.slide.downsamples[level]
-        self.store = store_path(request, sha256)
+        loaded = self.models.get(request.checkpoint, request.device)
+        self.store = store_path(request, loaded.sha256)
         for i, (region, toward) in enumerate(request.parts):
             self.part = i
-            result = stain_slide(
+            plan = plan_run(
                 request.slide,
-                model,
+                loaded,
                 self.store,
-                device=request.device,
                 region=region,
-                level=level,
                 tile=request.tile,
                 batch_size=request.batch_size,
                 toward=toward,
                 resume=True,
-                progress=self._on_progress,
-                cancel=self.cancel_token,
                 options=request.options,
             )
+            self.downsample = plan.downsample
+            result = run_plan(plan, progress=self._on_progress, cancel=self.cancel_token)
             self.results.append(result)
             if result.cancelled:
                 return

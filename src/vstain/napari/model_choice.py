@@ -1,15 +1,8 @@
-"""What the widget says about a checkpoint, and the one model it keeps loaded."""
+"""What the widget says about a checkpoint: its card in lines, warnings and layer names."""
 
 from __future__ import annotations
 
-import gc
-import threading
-from pathlib import Path
-
-import torch
-
-from vstain.errors import CheckpointError
-from vstain.models import ModelCard, StainModel, choose_device, load_checkpoint, sha256_file
+from vstain.models import ModelCard
 
 UNTRAINED = "Untrained: random weights (0 training steps); the virtual stain means nothing."
 SIMULATED = (
@@ -56,47 +49,3 @@ def layer_prefix(model_name: str, card: ModelCard) -> str:
     already ends with (``stain-diffuser-cd3``) is not repeated."""
     markers = [m for m in card.markers if not model_name.endswith(f"-{m}")]
     return " ".join([model_name, *markers])
-
-
-class ModelCache:
-    """Holds the one model in use, loaded once; asking for another frees the previous one.
-
-    Thread-safe: the staining thread asks for the model, the widget may clear it.
-    """
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._key: tuple[Path, int, str] | None = None
-        self._model: StainModel | None = None
-        self._sha256: str | None = None
-
-    def get(self, checkpoint: Path, device: str) -> tuple[StainModel, str]:
-        """The model of ``checkpoint`` on ``device``, and the checkpoint's SHA-256 (reloaded when
-        the file changed)."""
-        path = Path(checkpoint).resolve()
-        if not path.is_file():
-            raise CheckpointError(f"Checkpoint {path} does not exist. Load another checkpoint.")
-        key = (path, path.stat().st_mtime_ns, device)
-        with self._lock:
-            if self._key != key:
-                self._free()
-                self._model = load_checkpoint(key[0], device=choose_device(device))
-                self._sha256 = sha256_file(key[0])
-                self._key = key
-            return self._model, self._sha256
-
-    def clear(self) -> None:
-        """Free the cached model (and its GPU memory)."""
-        with self._lock:
-            self._free()
-
-    def _free(self) -> None:
-        if self._model is None:
-            return
-        device = next(self._model.parameters()).device
-        self._model, self._key, self._sha256 = None, None, None
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        elif device.type == "mps":
-            torch.mps.empty_cache()

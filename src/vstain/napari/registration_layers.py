@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from vstain.napari.store_layers import aligned_placement
-from vstain.register.manual import fit_control_points
-from vstain.register.registration import Registration
-from vstain.register.review_region import ReviewRegion
+from vstain.registration.manual import fit_control_points
+from vstain.registration.registration import Registration
+from vstain.review.region import ReviewRegion
 
 __all__ = [
     "fit_control_points",

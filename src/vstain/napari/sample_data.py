@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from vstain.demo_data import demo_pair
 from vstain.io import open_slide
 from vstain.napari.layers import slide_layer_data
+from vstain.synth.demo import demo_pair
 
 HE_NAME = "H&E"
 IHC_NAME = "real IHC (adjacent section)"

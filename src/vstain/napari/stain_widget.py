@@ -45,7 +45,7 @@ from vstain.napari.layer_choice import (
     shapes_layers,
     slide_layers,
 )
-from vstain.napari.model_choice import ModelCache, card_summary, card_warning, layer_prefix
+from vstain.napari.model_choice import card_summary, card_warning, layer_prefix
 from vstain.napari.option_widgets import OptionsPanel
 from vstain.napari.viewport import (
     rectangle_regions,
@@ -54,6 +54,7 @@ from vstain.napari.viewport import (
     visible_region,
     visible_world_box,
 )
+from vstain.pipeline import ModelCache
 from vstain.weights import shipped_checkpoints
 
 LOAD_CHECKPOINT = "Load checkpoint..."

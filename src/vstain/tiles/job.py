@@ -123,6 +123,7 @@ def stain_level(
     band: int | None = None,
     min_tissue: float = 0.05,
     model_settings: dict | None = None,
+    record: dict | None = None,
     resume: bool = False,
     overwrite: bool = False,
     progress=None,
@@ -132,13 +133,14 @@ def stain_level(
 
     Tiles are computed nearest ``toward`` (x, y) first, else in raster order; tiles with less than
     ``min_tissue`` tissue are written as background. ``align`` is the model's total stride (see
-    `TileGrid`). Resuming requires the same settings.
+    `TileGrid`). Resuming requires the same settings. ``record`` adds entries to the settings a
+    new store records (such as the glass colour of background tiles).
     """
     array = slide.levels[level]
     shape = tuple(array.shape[:2])
     grid = TileGrid(shape, tile, halo, align)
     tiles = order_tiles(grid.tiles(region), toward)
-    settings = run_settings(slide, level, halo, align, blend, model_settings)
+    settings = {**run_settings(slide, level, halo, align, blend, model_settings), **(record or {})}
     store = open_output(
         Path(out),
         shape=shape,

@@ -23,6 +23,7 @@ resumes without recomputing finished tiles and without torn chunks.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -63,13 +64,18 @@ class OutputSpec:
     "instances": labels whose ids name objects (cells); the function numbers them per window, the
     store makes them unique over the slide and joins objects cut by tile borders
     (`vstain.tiles.instances`), stored int64.
-    ``background`` is the value written for tiles without tissue, in the function's units.
+    ``background`` is the value written for tiles without tissue, in the function's units: one
+    value, or one per channel (the colour a model paints glass, so background tiles match it).
     """
 
     name: str
     kind: Literal["rgb", "scalar", "labels", "instances"] = "rgb"
     channels: int = 3
-    background: float = 1.0
+    background: float | tuple[float, ...] = 1.0
+
+    def __post_init__(self):
+        if isinstance(self.background, list):  # read back from the store's JSON
+            object.__setattr__(self, "background", tuple(self.background))
 
     @property
     def stored_channels(self) -> int:
@@ -99,13 +105,32 @@ class OutputSpec:
 
     def background_block(self, h: int, w: int) -> np.ndarray:
         """Stored array for a background tile of (h, w) px."""
-        return self.encode(np.full((self.channels, h, w), self.background, np.float32))
+        value = np.asarray(self.background, np.float32).reshape(-1, 1, 1)
+        return self.encode(np.broadcast_to(value, (self.channels, h, w)))
 
     def downsample(self, block: np.ndarray) -> np.ndarray:
         """2x downsampling used for this output's pyramid (labels keep their ids)."""
         if self.integer:
             return block[:, ::2, ::2]
         return downsample_2x(block)
+
+
+def is_output_store(path) -> bool:
+    """Whether ``path`` is a store vstain's tile engine made (a zarr group with vstain settings)."""
+    try:
+        return "vstain" in zarr.open_group(Path(path), mode="r").attrs
+    except Exception:  # anything unreadable is not one of ours
+        return False
+
+
+def remove_store(path: Path) -> None:
+    """Delete output store ``path`` for a new run; anything but a vstain store is refused."""
+    if not is_output_store(path):
+        raise OutputExistsError(
+            f"{path} exists and is not a vstain output store; vstain only replaces its own "
+            "outputs. Choose another output path, or move that folder away yourself."
+        )
+    shutil.rmtree(path)
 
 
 class OutputStore:
@@ -161,10 +186,13 @@ class OutputStore:
         default (down to a few hundred px) unless ``n_levels`` is given. ``done_block`` tiles per
         side of a done-map chunk: the block one concurrent writer owns."""
         path = Path(path)
-        if path.exists() and not overwrite:
-            raise OutputExistsError(
-                f"{path} exists. Use --resume to continue that run or --overwrite to replace it."
-            )
+        if path.exists():
+            if not overwrite:
+                raise OutputExistsError(
+                    f"{path} exists. Use --resume to continue that run or --overwrite to "
+                    "replace it."
+                )
+            remove_store(path)
         root = zarr.open_group(path, mode="w")
         for spec in specs:
             create_ome_zarr(

@@ -1,4 +1,2 @@
-"""Training: losses, the trainer and paired region sampling.
-
-Kept free of imports so that ``vstain.models`` can use ``vstain.train.losses`` without cycles.
-"""
+"""Training: the trainer, fine-tuning, paired datasets and region sampling, and evaluation that
+runs models."""

@@ -3,14 +3,14 @@
 The base checkpoint is never written: the run trains into ``OUT.work.safetensors`` (resumable,
 with its training state beside it) and ``OUT`` always holds the best validated weights so far
 (highest validation PSNR), copied atomically, so Stop, a crash or a NaN keep the best result.
+The base competes: when no fine-tuned step validates better than the base did, ``OUT`` holds the
+base's weights and the result carries a warning.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +18,7 @@ from pathlib import Path
 from torch import nn
 
 from vstain.errors import VstainError
+from vstain.io.atomic import write_atomically
 from vstain.io.slide import Slide
 from vstain.models.base import StainModel
 from vstain.models.checkpoint import load_checkpoint, read_card, save_checkpoint, sha256_file
@@ -90,28 +91,27 @@ def trainable_counts(model: StainModel) -> dict[str, int]:
 
 
 def _copy_atomically(source: Path, target: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(target, lambda tmp: shutil.copyfile(source, tmp))
 
 
 class _KeepBest:
     """Trainer callback: after each save, copy the work checkpoint to ``out`` when the validation
-    at that step is the best so far (or always, when there is no validation)."""
+    at that step is the best so far, the base's included (or always, when there is no
+    validation)."""
 
-    def __init__(self, out: Path, validated: bool):
+    def __init__(self, out: Path, validated: bool, base: dict | None = None):
         self.out, self.validated = out, validated
+        self.base = base
         self.best: dict | None = None
         self.best_step: int | None = None
         self._last: tuple[int, dict] | None = None
 
     def on_validation(self, step: int, metrics: dict) -> None:
         self._last = (step, metrics)
+
+    @property
+    def validated_once(self) -> bool:
+        return self._last is not None
 
     def on_checkpoint(self, path: Path) -> None:
         if not self.validated:
@@ -120,7 +120,8 @@ class _KeepBest:
         if self._last is None:
             return
         step, metrics = self._last
-        if self.best is None or metrics["psnr"] > self.best["psnr"]:
+        best = self.best or self.base
+        if best is None or metrics["psnr"] > best["psnr"]:
             self.best, self.best_step = metrics, step
             _copy_atomically(path, self.out)
 
@@ -137,6 +138,7 @@ class FinetuneResult:
     after: dict | None
     cancelled: bool
     losses: list[dict[str, float]]
+    warning: str | None = None
 
 
 def work_path(out: Path) -> Path:
@@ -178,14 +180,9 @@ def finetune(
     the card (e.g. their paths). ``lr`` replaces the model's learning rate.
     """
     base, out = Path(base), Path(out)
-    if out.resolve() == base.resolve():
-        raise FinetuneError(
-            f"The output {out.name} is the base checkpoint: choose another file, the base is "
-            "never overwritten."
-        )
-    if out.exists() and not resume:
-        raise FinetuneError(f"{out} exists. Choose another output, or resume that run.")
+    check_paths(base, out, resume)
     model = load_checkpoint(base)
+    base_card = model.card
     config = dict(model.card.config)
     if lr is not None:
         if "lr" not in config:
@@ -208,6 +205,8 @@ def finetune(
         "augment": augment,
         "seed": seed,
     }
+    if resume:
+        check_resumed_settings(work_path(out), provenance)
     model.card = dataclasses.replace(
         model.card,
         config=config,
@@ -218,10 +217,10 @@ def finetune(
     )
     before = None
     if grid is not None:
-        from vstain.metrics.evaluate import evaluate
+        from vstain.train.evaluate import evaluate
 
         before = _scores(evaluate(model, grid, device=device, learned=False))
-    keeper = _KeepBest(out, validated=grid is not None)
+    keeper = _KeepBest(out, validated=grid is not None, base=before)
     if resume and out.exists():  # the best kept before the interruption still counts
         keeper.best = read_card(out).metrics
     result = train(
@@ -240,6 +239,10 @@ def finetune(
         callbacks=[*callbacks, keeper],
         cancel=cancel,
     )
+    warning = None
+    if keeper.validated_once and keeper.best is None:
+        warning = _keep_base(base, base_card, out, before, provenance)
+        keeper.best, keeper.best_step = before, 0
     after = _scores(keeper.best) if keeper.best is not None else None
     if out.exists():
         kept = load_checkpoint(out)
@@ -256,4 +259,55 @@ def finetune(
         after,
         result.cancelled,
         result.losses,
+        warning,
+    )
+
+
+def check_paths(base: Path, out: Path, resume: bool) -> None:
+    """Refuse outputs that would write the base: ``out`` itself, or the run's work files."""
+    from vstain.train.resume_state import state_path
+
+    work = work_path(out)
+    for path in (out, work, state_path(work)):
+        if path.resolve() == base.resolve():
+            raise FinetuneError(
+                f"Fine-tuning into {out.name} would write {path.name}, the base checkpoint: "
+                "choose another output name; the base is never written."
+            )
+    if out.exists() and not resume:
+        raise FinetuneError(f"{out} exists. Choose another output, or resume that run.")
+
+
+#: Settings a resumed fine-tune must share with the run it continues.
+RESUMED = ("regions", "part", "lr", "batch_size", "crop", "augment", "seed", "level")
+
+
+def check_resumed_settings(work: Path, provenance: dict) -> None:
+    """Refuse to resume a fine-tune with other settings than it started with."""
+    if not work.exists():
+        return  # the trainer says there is nothing to resume
+    started = read_card(work).provenance
+    differ = [k for k in RESUMED if k in started and started[k] != provenance[k]]
+    if differ:
+        was = ", ".join(f"{k}={started[k]!r}" for k in differ if k != "regions")
+        raise FinetuneError(
+            f"This run was started with other {', '.join(differ)} ({was or 'other regions'}); "
+            "resume it with the same settings, or start a new run with another output."
+        )
+
+
+def _keep_base(base: Path, card, out: Path, before: dict, provenance: dict) -> str:
+    """Write the base's weights to ``out`` (no fine-tuned step validated better); the warning."""
+    kept = load_checkpoint(base)
+    kept.card = dataclasses.replace(
+        card,
+        parent=str(base),
+        parent_sha256=sha256_file(base),
+        metrics={},
+        provenance={**provenance, "kept": "base: no fine-tuned step validated better"},
+    )
+    save_checkpoint(kept, out)
+    return (
+        f"No fine-tuned step validated better than the base (PSNR {before['psnr']:.2f} dB); "
+        f"{out.name} holds the base's weights. Try a lower learning rate or other regions."
     )

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from vstain.color.dab_mask import clean_mask
-from vstain.io.datasets import MASK_MAX_HOLE, MASK_MIN_SIZE, PairedDataset, read_rgb
+from vstain.color.dab_mask import MASK_MAX_HOLE, MASK_MIN_SIZE, clean_mask
+from vstain.train.datasets import PairedDataset, read_rgb
 
 
 def mask_net(width: int = 24) -> nn.Sequential:

@@ -8,11 +8,10 @@ Rectangles classified "Validation" (any case) are validation regions.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from vstain.errors import RegionError
+from vstain.io.atomic import write_text_atomically
 from vstain.train.regions import Region
 
 VALIDATION = "Validation"
@@ -44,16 +43,7 @@ def regions_to_geojson(regions: list[Region]) -> dict:
 
 def write_regions(path: str | Path, regions: list[Region]) -> Path:
     """Write ``regions`` as GeoJSON to ``path`` atomically."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(regions_to_geojson(regions), f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomically(path, json.dumps(regions_to_geojson(regions), indent=1))
 
 
 def _features(data) -> list[dict]:

@@ -24,8 +24,8 @@ import torch
 from torch.utils.data import Dataset
 
 from vstain.errors import RegionError, SlideError
-from vstain.io.datasets import Transform, augment_pair, random_augmentation
 from vstain.io.slide import Slide
+from vstain.train.datasets import Transform, augment_pair, random_augmentation
 
 IhcReader = Callable[[int, int, int, int, int], np.ndarray]
 
@@ -150,7 +150,7 @@ class RegionCrops(Dataset):
 
     ``length`` defaults to the number of non-overlapping crops that fit in the rectangles. With
     ``augment``, each crop is also turned, flipped and its H&E stains perturbed, as in
-    `vstain.io.datasets` (drawn from the same per-item generator, after the corner).
+    `vstain.train.datasets` (drawn from the same per-item generator, after the corner).
     """
 
     def __init__(

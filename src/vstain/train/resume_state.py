@@ -10,8 +10,6 @@ derives it from (seed, step).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from vstain.errors import CheckpointError
+from vstain.io.atomic import write_atomically
 
 META_KEY = "vstain_train_state"
 
@@ -70,15 +69,9 @@ def save_state(
     for key, value in (weights or {}).items():
         tensors[f"model/{key}"] = value.detach().to("cpu", copy=True).contiguous()
     path = state_path(checkpoint)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={META_KEY: json.dumps(meta)})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomically(
+        path, lambda tmp: save_file(tensors, tmp, metadata={META_KEY: json.dumps(meta)})
+    )
 
 
 def _restore_optimizer(opt: Optimizer, name: str, saved: dict, tensors: dict[str, Tensor]) -> None:

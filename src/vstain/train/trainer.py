@@ -29,10 +29,10 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from vstain.errors import CheckpointError, VstainError
-from vstain.metrics.evaluate import evaluate
 from vstain.models import SimpleTrainState, StainModel, choose_device, save_checkpoint
 from vstain.models.checkpoint import load_weights, read_card
 from vstain.models.device import autocast_dtype
+from vstain.train.evaluate import evaluate
 from vstain.train.resume_state import RunState, load_state, save_state
 
 
@@ -286,7 +286,7 @@ def train(
         Datasets of dicts with "he" and "ihc" (3 x H x W float in [0, 1], one size per dataset).
         ``set_epoch(epoch)`` is called on them where it exists (see `StepBatches`).
     val_every, val_limit
-        Validate (`vstain.metrics.evaluate` without learned metrics, on the first ``val_limit``
+        Validate (`vstain.train.evaluate` without learned metrics, on the first ``val_limit``
         items) every ``val_every`` steps, and at the end; 0: only at the end.
     checkpoint_path, checkpoint_every
         Save (atomically) every ``checkpoint_every`` steps (0: only at the end), at the end and on

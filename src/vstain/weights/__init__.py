@@ -37,3 +37,14 @@ def resolve_checkpoint(model: str) -> Path:
         f"No trained weights for model {model!r}: shipped checkpoints are {known}. "
         "Give the path of a .safetensors checkpoint, or train one with `vstain train`."
     )
+
+
+def check_writable_checkpoint(model: str) -> Path:
+    """The checkpoint of ``model`` if vstain may rewrite it: shipped weights are read-only."""
+    path = resolve_checkpoint(model)
+    if path.resolve().parent == WEIGHTS_DIR.resolve():
+        raise VstainError(
+            f"{model} is a checkpoint shipped with vstain, which vstain never changes. Copy it "
+            f"(cp {path} my-{path.name}) and give the copy's path."
+        )
+    return path

@@ -29,7 +29,6 @@ from torch.optim import Adam, Optimizer
 
 from vstain.color.dab_mask import coarse_dab_mask, signed_distance
 from vstain.errors import ModelError
-from vstain.io.datasets import MASK_K, MASK_MAX_HOLE, MASK_MIN_SIZE
 from vstain.models.base import (
     ModelCard,
     Prediction,
@@ -249,9 +248,7 @@ class StainDiffuser(StainModel):
 def coarse_masks(ihc: Tensor) -> Tensor:
     """Coarse DAB masks (B x 1 x H x W, 0 / 1) of IHC images in [0, 1], thresholded per image."""
     rgb = (ihc.detach().float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-    masks = [
-        coarse_dab_mask(im, k=MASK_K, min_size=MASK_MIN_SIZE, max_hole=MASK_MAX_HOLE) for im in rgb
-    ]
+    masks = [coarse_dab_mask(im) for im in rgb]
     return torch.from_numpy(np.stack(masks)[:, None].astype(np.float32)).to(ihc.device)
 
 
@@ -422,7 +419,7 @@ class MultiStainDiffuser(StainDiffuser):
         if "marker" not in batch and n > 1:
             raise ModelError(
                 f"stain-diffuser-multi has {n} markers and needs each sample's 'marker' index in "
-                "the batch; build the data with vstain.io.datasets.MarkerDataset."
+                "the batch; build the data with vstain.train.datasets.MarkerDataset."
             )
         he = to_model_range(batch["he"], self.normalisation)
         ihc = to_model_range(batch["ihc"], self.normalisation)

@@ -18,7 +18,7 @@ from vstain.color import positivity as score_positivity
 from vstain.color.pixels import check_mask
 from vstain.io.slide import Slide
 from vstain.metrics.difference import dab_difference
-from vstain.register.registration import Registration
+from vstain.registration.registration import Registration
 from vstain.tiles.tissue import tissue_mask
 
 #: Discordance labels: 0 neither (or no real IHC), then these.

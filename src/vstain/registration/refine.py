@@ -20,7 +20,7 @@ from skimage.registration import phase_cross_correlation
 from skimage.transform import AffineTransform
 
 from vstain.io.slide import Slide
-from vstain.register.sampling import block_centres, hematoxylin, read_block, sample
+from vstain.registration.sampling import block_centres, hematoxylin, read_block, sample
 
 FINE_GAIN = 4  # the fine level has up to this many times the coarse resolution
 WINDOW = 96  # side of a matched window, in fine-level px

@@ -6,8 +6,8 @@ import numpy as np
 from skimage.transform import AffineTransform
 
 from vstain.io.slide import Slide
-from vstain.register.errors import RegistrationError
-from vstain.register.registration import Registration, measure_quality
+from vstain.registration.errors import RegistrationError
+from vstain.registration.registration import Registration, measure_quality
 
 MIN_POINTS = 3
 

@@ -16,10 +16,10 @@ from skimage.filters import window
 from skimage.registration import optical_flow_tvl1
 
 from vstain.io.slide import Slide
-from vstain.register.errors import RegistrationError
-from vstain.register.field import DisplacementField
-from vstain.register.refine import apply
-from vstain.register.sampling import hematoxylin_through, slide_hematoxylin
+from vstain.registration.errors import RegistrationError
+from vstain.registration.field import DisplacementField
+from vstain.registration.refine import apply
+from vstain.registration.sampling import hematoxylin_through, slide_hematoxylin
 
 FLOW_SIDE = 768  # longer side (px) of the H&E level the flow is computed on
 GRID = 6  # flow-level px per node of the stored field

@@ -2,7 +2,7 @@
 
 The store was made at one H&E level (its settings say which); its own pyramid halves from there.
 `ReviewRegion.plan` picks the store level at which an H&E region fits ``max_side`` pixels, and
-`ReviewRegion.read` returns the `RegionPair` for `vstain.register.review`: tiles the engine has
+`ReviewRegion.read` returns the `RegionPair` for `vstain.review.maps`: tiles the engine has
 not computed yet (alpha 0) count as not covered, like IHC outside the real slide.
 """
 
@@ -17,8 +17,8 @@ import numpy as np
 from vstain.errors import RegionError
 from vstain.io import open_ome_zarr_levels
 from vstain.io.slide import Slide
-from vstain.register.registration import Registration
-from vstain.register.review import RegionPair
+from vstain.registration.registration import Registration
+from vstain.review.maps import RegionPair
 from vstain.tiles import OutputStore
 
 

@@ -3,8 +3,8 @@
 Both stains carry hematoxylin. A coarse similarity comes from ORB features at about
 ``COARSE_SIDE`` px and RANSAC, once for the IHC as is and once mirrored (ORB is rotation
 invariant, so this covers every rotation and flip); it is refined to an affine map on tissue
-windows at a finer level (`vstain.register.refine`) and optionally by a dense optical-flow field
-(`vstain.register.flow`).
+windows at a finer level (`vstain.registration.refine`) and optionally by a dense optical-flow field
+(`vstain.registration.flow`).
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from skimage.measure import ransac
 from skimage.transform import SimilarityTransform, warp
 
 from vstain.io.slide import Slide
-from vstain.register.errors import RegistrationError
-from vstain.register.field import DisplacementField
-from vstain.register.flow import flow_field
-from vstain.register.refine import apply, refine_affine
-from vstain.register.sampling import (
+from vstain.registration.errors import RegistrationError
+from vstain.registration.field import DisplacementField
+from vstain.registration.flow import flow_field
+from vstain.registration.refine import apply, refine_affine
+from vstain.registration.sampling import (
     block_centres,
     hematoxylin_through,
     sample,

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from vstain.io.slide import Slide
-from vstain.register.registration import Registration, register
+from vstain.registration.registration import Registration, register
 from vstain.synth import SectionTransform, make_spec, slide_arrays
 
 SIZE = 1024

@@ -6,12 +6,12 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from tests.register.conftest import slide
+from tests.registration.conftest import slide
 from vstain.color import HED, od_to_rgb, positivity, rgb_to_od
 from vstain.errors import StainError
 from vstain.io.slide import Slide
-from vstain.register import Registration
-from vstain.register.review import (
+from vstain.registration import Registration
+from vstain.review.maps import (
     BOTH,
     REAL_ONLY,
     VIRTUAL_ONLY,

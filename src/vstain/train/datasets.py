@@ -34,7 +34,13 @@ import torch
 from torch.utils.data import Dataset
 
 from vstain.color.dab import dab_od
-from vstain.color.dab_mask import DabStats, coarse_dab_mask
+from vstain.color.dab_mask import (
+    MASK_K,
+    MASK_MAX_HOLE,
+    MASK_MIN_SIZE,
+    DabStats,
+    coarse_dab_mask,
+)
 from vstain.color.pixels import sample_pixels
 from vstain.color.stain_augment import perturb_stains, random_he_perturbation
 from vstain.errors import DatasetError
@@ -43,8 +49,6 @@ from vstain.io.pixels import rgb_uint8
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
 #: How many offending file names an error message lists.
 SHOWN = 5
-#: Coarse DAB mask parameters (see ``vstain.color.coarse_dab_mask``).
-MASK_K, MASK_MIN_SIZE, MASK_MAX_HOLE = 2.0, 16, 64
 #: Dataset-level DAB statistics use this many IHC images and pixels per image at most.
 STATS_IMAGES, STATS_PIXELS_PER_IMAGE = 32, 20_000
 

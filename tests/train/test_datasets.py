@@ -8,8 +8,8 @@ from skimage.draw import disk
 
 from vstain.color import HED, DabStats, coarse_dab_mask, concentrations_to_rgb, dab_od
 from vstain.color.stain_augment import perturb_stains
-from vstain.io import datasets
-from vstain.io.datasets import DatasetError, PairedDataset, open_paired_dataset
+from vstain.train import datasets
+from vstain.train.datasets import DatasetError, PairedDataset, open_paired_dataset
 
 SIZE = 64
 
@@ -245,7 +245,7 @@ def test_crop_larger_than_images_is_an_error(bci):
 
 
 def test_evenly_spaced_subsets_cover_the_whole_list():
-    from vstain.io.datasets import evenly_spaced
+    from vstain.train.datasets import evenly_spaced
 
     assert evenly_spaced(160, 640) == list(range(2, 640, 4))
     assert evenly_spaced(3, 3) == [0, 1, 2] and evenly_spaced(1, 9) == [4]

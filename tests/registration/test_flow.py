@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from tests.register.conftest import SAME_SIZE, slide, tissue_points, tre
-from vstain.register import Registration, RegistrationError, register
+from tests.registration.conftest import SAME_SIZE, slide, tissue_points, tre
+from vstain.registration import Registration, RegistrationError, register
 
 AMPLITUDE, PERIOD = 5.0, 384.0  # px: the deformation of the IHC
 

@@ -8,7 +8,7 @@ from tests.tiles.conftest import make_tissue_image
 from vstain.cli import main
 from vstain.io import open_slide, write_ome_tiff
 from vstain.models import create, save_checkpoint
-from vstain.stain import stain_slide
+from vstain.pipeline import load_model, stain_slide
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def test_stain_diffuser_segments_positive_cells_into_instance_labels(tmp_path):
 
 
 def test_keypoints_become_a_raster_the_engine_can_store():
-    from vstain.stain import keypoint_raster, rasterised
+    from vstain.pipeline.outputs import keypoint_raster, rasterised
 
     points = np.array([[[0.2, 0.4], [3.6, 1.0], [9.0, 2.0], [-1.0, 0.0]]])  # (x, y)
     raster = keypoint_raster(points, 4, 5)
@@ -146,16 +146,12 @@ def test_k_stain_keypoints_are_stored_with_the_virtual_ihc(slide_path, tmp_path)
 
 
 def test_tile_function_gives_diffusion_models_their_window_origins():
-    from vstain.models import choose_device
-    from vstain.stain import tile_function
-
     torch.manual_seed(0)
     model = create("stain-diffuser", "small").eval()
     for p in model.parameters():  # zero-initialised output layers: randomise so noise shows
         if not p.detach().any():
             torch.nn.init.normal_(p, 0.0, 0.05)
-    dev = choose_device("cpu")
-    fn = tile_function(model, dev, {"steps": 2})
+    fn = load_model(model, "cpu").tile_function({"steps": 2})
     batch = np.random.default_rng(0).random((2, 3, 32, 32), dtype=np.float32)
     out = fn(batch, origins=[(0, 0), (64, 128)])["ihc"]
     for i, origin in enumerate([(0, 0), (64, 128)]):
@@ -163,5 +159,5 @@ def test_tile_function_gives_diffusion_models_their_window_origins():
         np.testing.assert_allclose(out[i : i + 1], alone.numpy(), atol=1e-5)
     moved = fn(batch, origins=[(8, 0), (64, 128)])["ihc"]
     assert not np.allclose(moved[0], out[0]) and np.allclose(moved[1], out[1], atol=1e-5)
-    pix2pix = tile_function(create("pix2pix").eval(), dev)
+    pix2pix = load_model(create("pix2pix"), "cpu").tile_function()
     assert pix2pix(batch)["ihc"].shape == (2, 3, 32, 32)  # models without origin: batch only

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from tests.register.conftest import SAME_SIZE, slide, tissue_points, tre, warp_affine
-from vstain.register import AGREEMENT_OK, QUALITY_OK, register
-from vstain.register.refine import apply
+from tests.registration.conftest import SAME_SIZE, slide, tissue_points, tre, warp_affine
+from vstain.registration import AGREEMENT_OK, QUALITY_OK, register
+from vstain.registration.refine import apply
 
 N = SAME_SIZE
 

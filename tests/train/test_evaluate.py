@@ -4,8 +4,9 @@ import torch
 
 from tests.metrics.conftest import blobs, stained
 from vstain.errors import DatasetError
-from vstain.metrics import PSNR_CAP, evaluate, format_table
+from vstain.metrics import PSNR_CAP
 from vstain.models import ModelCard, Prediction, StainModel
+from vstain.train.evaluate import evaluate, format_table
 
 
 class Identity(StainModel):

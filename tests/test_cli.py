@@ -371,3 +371,22 @@ def test_import_of_a_file_that_is_no_known_generator_is_one_line(tmp_path, capsy
     assert err.startswith("vstain: error:") and len(err.strip().splitlines()) == 1
     assert "not a known generator layout" in err and "unet_256" in err
     assert not out.exists()
+
+
+def test_an_imported_instance_norm_unet_stains_with_feathered_tiles(slide_path, tmp_path, capsys):
+    """Instance norm makes every tile's statistics its own: ``--blend feather`` blends them."""
+    import zarr
+
+    from tests.models.unet_reference import RefUnetGenerator
+
+    pth = tmp_path / "cyclegan_unet.pth"
+    torch.save(RefUnetGenerator(ngf=4, num_downs=5, norm="instance").state_dict(), pth)
+    model = tmp_path / "unet.safetensors"
+    assert main(["import", str(pth), "--out", str(model)]) == 0
+    out = tmp_path / "o.zarr"
+    args = ["stain", str(slide_path), "--model", str(model), "--out", str(out), "--tile", "64"]
+    assert main([*args, "--region", "0,0,256,192", "--blend", "feather"]) == 0
+    assert "12 tiles computed" in capsys.readouterr().out
+    assert zarr.open_group(out, mode="r").attrs["vstain"]["blend"] == "feather"
+    assert main([*args, "--blend", "blur", "--overwrite"]) == 2
+    assert "Blend must be one of crop, feather" in capsys.readouterr().err

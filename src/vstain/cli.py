@@ -70,6 +70,7 @@ def cmd_stain(args) -> int:
         region=args.region,
         batch_size=args.batch_size,
         tile=args.tile,
+        blend=args.blend,
         resume=args.resume,
         overwrite=args.overwrite,
         options=dict(args.option),
@@ -518,6 +519,12 @@ def build_parser() -> argparse.ArgumentParser:
     stain.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
     stain.add_argument("--batch-size", type=int, default=4)
     stain.add_argument("--tile", type=int, help="tile size (default: the model card's)")
+    stain.add_argument(
+        "--blend",
+        default="crop",
+        help="crop (centre crop: exact when the card's halo covers the receptive field) or "
+        "feather (blend tiles over half the halo: for instance-norm models, never exact)",
+    )
     group = stain.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="continue an interrupted run")
     group.add_argument("--overwrite", action="store_true", help="replace an existing output")

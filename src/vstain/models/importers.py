@@ -8,6 +8,7 @@ Files are read with ``torch.load(weights_only=True)``, which refuses arbitrary p
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -29,13 +30,19 @@ _GATING = re.compile(r"\.gating\.")
 def load_generator_state(path: Path) -> dict[str, Tensor]:
     """The tensors of a ``.pth`` state dict, without a DataParallel ``module.`` prefix."""
     if not path.is_file():
-        raise CheckpointError(f"Generator checkpoint {path} does not exist.")
+        raise CheckpointError(f"Generator checkpoint {path} does not exist; check the path.")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
+    except pickle.UnpicklingError as e:  # weights_only refused a pickled object
         raise CheckpointError(
-            f"Cannot read {path} as a PyTorch state dict ({e}). Give the "
-            "*_net_G.pth file the pix2pix/CUT code saved."
+            f"Cannot read {path}: it holds Python objects besides tensors, which vstain never "
+            "unpickles. Give the *_net_G.pth state dict the pix2pix/CUT/BCI code saved."
+        ) from e
+    except Exception as e:
+        reason = (str(e).splitlines() or [""])[0]
+        raise CheckpointError(
+            f"Cannot read {path} as a PyTorch state dict ({type(e).__name__}: {reason}). "
+            "Give the *_net_G.pth file the pix2pix/CUT/BCI code saved."
         ) from e
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise CheckpointError(

@@ -26,7 +26,7 @@ def test_help_lists_commands():
     out = subprocess.run(
         [sys.executable, "-m", "vstain.cli", "--help"], capture_output=True, text=True, check=True
     ).stdout
-    for command in ("info", "stain"):
+    for command in ("info", "stain", "import"):
         assert command in out
 
 
@@ -333,3 +333,63 @@ def test_option_values_are_json_or_strings():
     assert _option("marker=cd3") == ("marker", "cd3")
     with pytest.raises(argparse.ArgumentTypeError, match="KEY=VALUE"):
         _option("steps")
+
+
+def test_import_writes_a_checkpoint_whose_card_says_where_it_came_from(tmp_path, capsys):
+    from tests.models.unet_reference import RefUnetGenerator
+    from vstain.models import read_card, sha256_file
+
+    pth = tmp_path / "latest_net_G.pth"
+    torch.save(RefUnetGenerator(ngf=4, num_downs=5, attention=True).state_dict(), pth)
+    out = tmp_path / "bci.safetensors"
+    args = ["import", str(pth), "--out", str(out), "--marker", "HER2", "--pixel-size", "0.46"]
+    assert main([*args, "--notes", "BCI HER2 weights"]) == 0
+    assert "attention_unet_32 as pyramid-pix2pix-unet" in capsys.readouterr().out
+    card = read_card(out)
+    assert (card.architecture, card.markers, card.pixel_size) == (
+        "pyramid-pix2pix-unet",
+        ["HER2"],
+        0.46,
+    )
+    assert card.notes == "BCI HER2 weights" and card.parent == pth.name
+    assert card.provenance == {
+        "kind": "import",
+        "source": "imported public checkpoint",
+        "layout": "attention_unet_32",
+        "file": pth.name,
+        "sha256": sha256_file(pth),
+    }
+    assert load_checkpoint(out).card == card
+    assert main(args) == 2 and "exists" in capsys.readouterr().err
+    assert main([*args, "--architecture", "pix2pix-unet", "--overwrite"]) == 0
+    assert read_card(out).architecture == "pix2pix-unet"
+
+
+def test_import_of_a_file_that_is_no_known_generator_is_one_line(tmp_path, capsys):
+    pth = tmp_path / "classifier.pth"
+    torch.save({"fc.weight": torch.zeros(2, 8), "fc.bias": torch.zeros(2)}, pth)
+    out = tmp_path / "x.safetensors"
+    assert main(["import", str(pth), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vstain: error:") and len(err.strip().splitlines()) == 1
+    assert "not a known generator layout" in err and "unet_256" in err
+    assert not out.exists()
+
+
+def test_an_imported_instance_norm_unet_stains_with_feathered_tiles(slide_path, tmp_path, capsys):
+    """Instance norm makes every tile's statistics its own: ``--blend feather`` blends them."""
+    import zarr
+
+    from tests.models.unet_reference import RefUnetGenerator
+
+    pth = tmp_path / "cyclegan_unet.pth"
+    torch.save(RefUnetGenerator(ngf=4, num_downs=5, norm="instance").state_dict(), pth)
+    model = tmp_path / "unet.safetensors"
+    assert main(["import", str(pth), "--out", str(model)]) == 0
+    out = tmp_path / "o.zarr"
+    args = ["stain", str(slide_path), "--model", str(model), "--out", str(out), "--tile", "64"]
+    assert main([*args, "--region", "0,0,256,192", "--blend", "feather"]) == 0
+    assert "12 tiles computed" in capsys.readouterr().out
+    assert zarr.open_group(out, mode="r").attrs["vstain"]["blend"] == "feather"
+    assert main([*args, "--blend", "blur", "--overwrite"]) == 2
+    assert "Blend must be one of crop, feather" in capsys.readouterr().err

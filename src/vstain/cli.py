@@ -70,6 +70,7 @@ def cmd_stain(args) -> int:
         region=args.region,
         batch_size=args.batch_size,
         tile=args.tile,
+        blend=args.blend,
         resume=args.resume,
         overwrite=args.overwrite,
         options=dict(args.option),
@@ -421,6 +422,25 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_import(args) -> int:
+    """Import a public generator (*_net_G.pth of pix2pix, CycleGAN, CUT, ASP or BCI's
+    PyramidPix2pix) as a vstain checkpoint; the layout is read from the file."""
+    from vstain.models.importers import import_checkpoint
+
+    if args.out.exists() and not args.overwrite:
+        raise VstainError(f"{args.out} exists. Choose another --out, or --overwrite.")
+    card = {"markers": args.marker, "pixel_size": args.pixel_size}
+    if args.notes:
+        card["notes"] = args.notes
+    model = import_checkpoint(args.pth, args.out, architecture=args.architecture, **card)
+    c = model.card
+    print(
+        f"{args.out}: {c.provenance['layout']} as {c.architecture}, tile {c.tile_size} px + "
+        f"{c.halo} px context, sha256 of {args.pth.name} {c.parent_sha256[:12]}..."
+    )
+    return 0
+
+
 def cmd_demo(args) -> int:
     """Open napari on the demo slide pair (generated on first use) and stain the view."""
     try:
@@ -499,6 +519,12 @@ def build_parser() -> argparse.ArgumentParser:
     stain.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
     stain.add_argument("--batch-size", type=int, default=4)
     stain.add_argument("--tile", type=int, help="tile size (default: the model card's)")
+    stain.add_argument(
+        "--blend",
+        default="crop",
+        help="crop (centre crop: exact when the card's halo covers the receptive field) or "
+        "feather (blend tiles over half the halo: for instance-norm models, never exact)",
+    )
     group = stain.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="continue an interrupted run")
     group.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -647,6 +673,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_option_argument(ev)
     ev.set_defaults(run=cmd_evaluate)
+
+    imp = sub.add_parser(
+        "import", help="import a public generator .pth", description=cmd_import.__doc__
+    )
+    imp.add_argument("pth", type=Path, help="generator state dict, e.g. latest_net_G.pth")
+    imp.add_argument("--out", type=Path, required=True, help="new checkpoint .safetensors")
+    imp.add_argument("--marker", action="append", default=[], help="marker(s) for the card")
+    imp.add_argument("--pixel-size", type=float, help="um/px the model was trained at")
+    imp.add_argument("--architecture", help="registry model (default: the layout's)")
+    imp.add_argument("--notes", help="free text for the card")
+    imp.add_argument("--overwrite", action="store_true")
+    imp.set_defaults(run=cmd_import)
 
     demo = sub.add_parser(
         "demo", help="open napari on the demo slides", description=cmd_demo.__doc__

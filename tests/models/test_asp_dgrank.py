@@ -11,7 +11,7 @@ from tests.models.test_models import RecordingState
 from vstain.models import (
     ModelError,
     create,
-    import_cut_generator,
+    import_generator,
     load_checkpoint,
     model_configs,
     save_checkpoint,
@@ -311,7 +311,7 @@ def test_imported_cut_generator_loads_into_asp_dgrank(tmp_path, pair):
     ref = randomise(RefResnetGenerator(ngf=8, n_blocks=6, norm="instance"), seed=0).eval()
     path = tmp_path / "latest_net_G.pth"
     torch.save(ref.state_dict(), path)
-    model = import_cut_generator(path, architecture=NAME, markers=["HER2"])
+    model = import_generator(path, architecture=NAME, markers=["HER2"])
     assert model.card.architecture == NAME and model.card.config["n_blocks"] == 6
     assert model.card.config["nce_layers"] == [0, 4, 8, 12, 16]
     x = pair["he"]

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from vstain.models.blocks.patchgan import PatchGANDiscriminator
+from vstain.models.blocks.receptive import input_span
 from vstain.models.blocks.resnet_generator import ResnetGenerator
 
 VARIANTS = {
@@ -95,3 +96,26 @@ def test_patchgan_is_the_70px_pix2pix_discriminator():
     disc.eval()(x)[0, 0, 7, 7].backward()
     ys, xs = (x.grad[0].abs().sum(0) > 0).nonzero(as_tuple=True)
     assert int(ys.max() - ys.min()) + 1 == 70 and int(xs.max() - xs.min()) + 1 == 70
+
+
+@pytest.mark.parametrize(
+    "layers",
+    [
+        [nn.ReflectionPad2d(3), nn.Conv2d(1, 1, 7)],
+        [nn.Conv2d(1, 1, 4, stride=2, padding=1), nn.Conv2d(1, 1, 3, padding=2, dilation=2)],
+        [nn.ConvTranspose2d(1, 1, 4, stride=2, padding=1), nn.ReLU()],
+        [nn.ConvTranspose2d(1, 1, 3, stride=2, padding=1, output_padding=1)],
+    ],
+)
+def test_input_span_is_the_gradient_support(layers):
+    """Exact spans, per output index (phase), against what autograd says each output reads."""
+    net = nn.Sequential(*layers)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.rand_like(p) + 0.1)  # positive: no cancellation, ReLU stays open
+    x = torch.rand(1, 1, 40, 40, requires_grad=True)
+    y = net(x)
+    for o in range(8, 12):
+        (grad,) = torch.autograd.grad(y[0, 0, o, 5], x, retain_graph=True)
+        rows = grad[0, 0].abs().sum(1).nonzero().flatten()
+        assert input_span(net, o, o) == (rows.min().item(), rows.max().item())

@@ -32,6 +32,8 @@ class Recipe:
 RECIPES = {
     "pix2pix": Recipe({"lr": 5e-4}, steps=300),
     "pyramid-pix2pix": Recipe({"lr": 5e-4}, steps=500),
+    "pix2pix-unet": Recipe({"lr": 5e-4}, steps=300),
+    "pyramid-pix2pix-unet": Recipe({"lr": 5e-4}, steps=500),
     "asp-dgrank": Recipe({"lr": 5e-4}, steps=300),
     "implicit-stainer": Recipe({"lr": 2e-3, "perceptual_backbone": None}, steps=120),
     "k-stain": Recipe({"lr": 1e-3, "ridge": 10.0}, steps=150),  # aligned pair: identity prior
@@ -115,7 +117,9 @@ class RecordingState:
         self.optimizers[name].step()
 
 
-@pytest.mark.parametrize("name", ["pix2pix", "pyramid-pix2pix"])
+@pytest.mark.parametrize(
+    "name", ["pix2pix", "pyramid-pix2pix", "pix2pix-unet", "pyramid-pix2pix-unet"]
+)
 def test_gan_baselines_update_d_then_g_and_reach_every_weight(name, pair):
     torch.manual_seed(0)
     model = create(name).train()

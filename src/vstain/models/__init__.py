@@ -12,6 +12,7 @@ from vstain.models import (
     k_stain,  # noqa: F401  (registers k-stain)
     pix2pix,  # noqa: F401  (registers pix2pix and pyramid-pix2pix)
     stain_diffuser,  # noqa: F401  (registers stain-diffuser and its two variants)
+    unet_pix2pix,  # noqa: F401  (registers pix2pix-unet and pyramid-pix2pix-unet)
 )
 from vstain.models.base import ModelCard, Prediction, StainModel, TrainState
 from vstain.models.checkpoint import load_checkpoint, read_card, save_checkpoint, sha256_file
@@ -21,7 +22,7 @@ from vstain.models.device import (
     predict_batch,
     prepare_model,
 )
-from vstain.models.importers import import_cut_generator
+from vstain.models.importers import import_generator
 from vstain.models.registry import (
     create,
     list_models,
@@ -43,7 +44,7 @@ __all__ = [
     "autocast_context",
     "choose_device",
     "create",
-    "import_cut_generator",
+    "import_generator",
     "list_models",
     "load_checkpoint",
     "model_configs",

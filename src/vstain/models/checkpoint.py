@@ -49,8 +49,8 @@ def read_card(path: str | os.PathLike) -> ModelCard:
     except (SafetensorError, OSError) as e:
         raise CheckpointError(
             f"{path} is not a safetensors checkpoint ({e}). It may be truncated, or a pickle / "
-            "torch.save file, which vstain never loads. Import a public pix2pix/CUT generator "
-            "with vstain.models.importers.import_cut_generator."
+            "torch.save file, which vstain never loads. Import a public pix2pix/CUT/BCI "
+            "generator with: vstain import GEN.pth --out MODEL.safetensors"
         ) from e
     if CARD_KEY not in metadata:
         raise CheckpointError(

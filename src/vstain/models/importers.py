@@ -1,38 +1,48 @@
-"""Import public ResNet generator checkpoints (pix2pix, CycleGAN, CUT, ASP, PyramidPix2Pix).
+"""Import public generator checkpoints (``*_net_G.pth``) as vstain models.
 
-Those repositories save ``*_net_G.pth`` state dicts of the same ``ResnetGenerator``; the layout
-(block count, norm, anti-aliasing, dropout, spectral norm) is read from the keys. Files are read
-with ``torch.load(weights_only=True)``, which refuses arbitrary pickled objects.
+pix2pix, CycleGAN, CUT, ASP and PyramidPix2Pix save state dicts of a ResNet generator, pix2pix's
+U-Net or BCI's attention U-Net; :mod:`vstain.models.import_layouts` reads which from the keys.
+Files are read with ``torch.load(weights_only=True)``, which refuses arbitrary pickled objects.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from vstain.errors import CheckpointError
+from vstain.errors import CheckpointError, ModelError
 from vstain.models.base import StainModel
-from vstain.models.blocks.resnet_generator import GENERATOR_KEYS, ResnetGenerator
-from vstain.models.checkpoint import describe_mismatch, sha256_file
-from vstain.models.registry import create, model_configs
+from vstain.models.checkpoint import describe_mismatch, save_checkpoint, sha256_file
+from vstain.models.import_layouts import PublicLayout, detect_layout
+from vstain.models.registry import create, list_models, model_configs
 
-_LAYER = re.compile(r"^model\.(\d+)\.")
+#: What an imported card says of its training data and origin.
+IMPORTED = "imported public checkpoint"
+_GATING = re.compile(r"\.gating\.")
 
 
 def load_generator_state(path: Path) -> dict[str, Tensor]:
     """The tensors of a ``.pth`` state dict, without a DataParallel ``module.`` prefix."""
     if not path.is_file():
-        raise CheckpointError(f"Generator checkpoint {path} does not exist.")
+        raise CheckpointError(f"Generator checkpoint {path} does not exist; check the path.")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
+    except pickle.UnpicklingError as e:  # weights_only refused a pickled object
         raise CheckpointError(
-            f"Cannot read {path} as a PyTorch state dict ({e}). Give the "
-            "*_net_G.pth file the pix2pix/CUT code saved."
+            f"Cannot read {path}: it holds Python objects besides tensors, which vstain never "
+            "unpickles. Give the *_net_G.pth state dict the pix2pix/CUT/BCI code saved."
+        ) from e
+    except Exception as e:
+        reason = (str(e).splitlines() or [""])[0]
+        raise CheckpointError(
+            f"Cannot read {path} as a PyTorch state dict ({type(e).__name__}: {reason}). "
+            "Give the *_net_G.pth file the pix2pix/CUT/BCI code saved."
         ) from e
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise CheckpointError(
@@ -42,122 +52,121 @@ def load_generator_state(path: Path) -> dict[str, Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def _weight(state: dict[str, Tensor], layer: int, sub: str = "") -> Tensor | None:
-    prefix = f"model.{layer}.{sub}"
-    return state.get(prefix + "weight", state.get(prefix + "weight_orig"))
-
-
-def detect_generator_layout(state: dict[str, Tensor]) -> dict:
-    """Generator config (``GENERATOR_KEYS`` plus in/out channels) implied by a state dict's keys."""
-    first = _weight(state, 1)
-    if first is None or first.ndim != 4 or first.shape[-1] != 7:
-        raise CheckpointError(
-            "This is not a ResNet generator state dict: it has no 7x7 conv 'model.1.weight'."
-        )
-    if "model.2.weight" in state:
-        norm = "batch"
-    elif "model.1.bias" in state:
-        norm = "instance"
-    else:
-        norm = "none"
-    antialias = "model.7.filt" in state
-    start = 12 if antialias else 10
-    n_blocks = 0
-    while _weight(state, start + n_blocks, "conv_block.1.") is not None:
-        n_blocks += 1
-    dropout = n_blocks > 0 and _weight(state, start, "conv_block.6.") is not None
-    last = max(int(m.group(1)) for k in state if (m := _LAYER.match(k)))
-    conv_keys = [k for k, v in state.items() if v.ndim == 4 and k.endswith(("weight", "_orig"))]
-    spectral = [k.endswith("weight_orig") for k in conv_keys]
-    if any(spectral) and not all(spectral):
-        raise CheckpointError(
-            "Spectral norm wraps only some convs of this generator; vstain "
-            "supports it on all convs or none."
-        )
-    return {
-        "in_channels": first.shape[1],
-        "out_channels": _weight(state, last).shape[0],
-        "ngf": first.shape[0],
-        "n_blocks": n_blocks,
-        "norm": norm,
-        "dropout": dropout,
-        "antialias": antialias,
-        "antialias_up": f"model.{start + n_blocks}.filt" in state,
-        "spectral_norm": all(spectral),
-    }
-
-
-def normalise_legacy_keys(state: dict[str, Tensor], norm: str) -> dict[str, Tensor]:
-    """Drop InstanceNorm running stats saved by PyTorch < 0.4 (as the public code does) and add the
-    ``num_batches_tracked`` counters BatchNorm gained in PyTorch 0.4.1."""
-    stats = ("running_mean", "running_var", "num_batches_tracked")
-    if norm == "instance":
-        return {k: v for k, v in state.items() if not k.endswith(stats)}
-    out = dict(state)
-    if norm == "batch":
-        for key in state:
-            if key.endswith(".running_mean"):
-                counter = key.removesuffix("running_mean") + "num_batches_tracked"
-                out.setdefault(counter, torch.tensor(0))
+def canonical_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Drop the attention U-Net's ``gating`` keys: its public block lists the modules of
+    ``model.0``-``model.3`` again under ``gating``, so they must hold the same tensors."""
+    out = {}
+    for key, value in state.items():
+        if ".gating." not in key:
+            out[key] = value
+            continue
+        twin = state.get(_GATING.sub(".model.", key))
+        if twin is None or not torch.equal(twin, value):
+            raise CheckpointError(
+                f"{key} has no equal twin under 'model.'; this is not an attention U-Net "
+                "saved by the BCI code."
+            )
     return out
 
 
-def import_cut_generator(
+def normalise_legacy_keys(
+    state: dict[str, Tensor], expected: dict[str, Tensor]
+) -> dict[str, Tensor]:
+    """Drop norm statistics the model does not keep (InstanceNorm running stats saved by PyTorch
+    < 0.4, dropped by the public code too) and add the ``num_batches_tracked`` counters BatchNorm
+    gained in PyTorch 0.4.1."""
+    stats = ("running_mean", "running_var", "num_batches_tracked")
+    out = {k: v for k, v in state.items() if k in expected or not k.endswith(stats)}
+    for key in expected:
+        mean = key.removesuffix("num_batches_tracked") + "running_mean"
+        if key.endswith("num_batches_tracked") and mean in out:
+            out.setdefault(key, torch.tensor(0))
+    return out
+
+
+def import_generator(
     pth_path: str | os.PathLike,
     *,
-    architecture: str = "pix2pix",
-    n_blocks: int | None = None,
-    norm: str | None = None,
-    antialias: bool | None = None,
-    antialias_up: bool | None = None,
+    architecture: str | None = None,
     dropout: bool | None = None,
+    expected: dict | None = None,
     **card_overrides,
 ) -> StainModel:
-    """A registry model (``architecture``'s paper config) carrying a public generator's weights.
+    """A registry model carrying a public generator's weights (eval mode).
 
-    The layout is detected; ``n_blocks``, ``norm``, ``antialias``, ``antialias_up`` and
-    ``dropout``, when given, must match it. ``card_overrides`` complete the card (``markers``,
-    ``pixel_size``, ...); save the result with :func:`vstain.models.save_checkpoint`.
+    The layout is detected from the keys. ``architecture`` defaults to the layout's model
+    (``pix2pix``, ``pix2pix-unet`` or ``pyramid-pix2pix-unet``); its ``paper`` config gives the
+    training settings. ``dropout``: a U-Net's cannot be read from its weights (default: pix2pix's,
+    on); a ResNet's must match. ``expected`` generator settings (e.g. ``{"n_blocks": 9}``) must
+    match the file. ``card_overrides`` complete the card (``markers``, ``pixel_size``, ...); save
+    the result with :func:`vstain.models.save_checkpoint`.
     """
     path = Path(pth_path)
-    state = load_generator_state(path)
-    layout = detect_generator_layout(state)
-    expected = {
-        "n_blocks": n_blocks,
-        "norm": norm,
-        "antialias": antialias,
-        "antialias_up": antialias_up,
-        "dropout": dropout,
-    }
+    state = canonical_keys(load_generator_state(path))
+    layout = detect_layout(state)
+    generator = dict(layout.generator)
+    if "num_downs" in generator:
+        generator["dropout"] = True if dropout is None else dropout
+    elif dropout is not None:
+        expected = {**(expected or {}), "dropout": dropout}
     conflicts = [
-        f"{k}={layout[k]!r} (not {v!r})"
-        for k, v in expected.items()
-        if v is not None and v != layout[k]
+        f"{k}={generator.get(k)!r} (not {v!r})"
+        for k, v in (expected or {}).items()
+        if generator.get(k) != v
     ]
     if conflicts:
         raise CheckpointError(f"{path.name} holds a generator with {', '.join(conflicts)}.")
-    if layout["in_channels"] != 3 or layout["out_channels"] != 3:
+    if (layout.in_channels, layout.out_channels) != (3, 3):
         raise CheckpointError(
-            f"{path.name} maps {layout['in_channels']} to "
-            f"{layout['out_channels']} channels; vstain needs RGB to RGB."
+            f"{path.name} maps {layout.in_channels} to {layout.out_channels} channels; "
+            "vstain needs RGB to RGB."
         )
-    config = {**model_configs(architecture)["paper"], **{k: layout[k] for k in GENERATOR_KEYS}}
+    sha256 = sha256_file(path)
     card = {
         "parent": path.name,
-        "parent_sha256": sha256_file(path),
-        "training_data": "unknown (imported public checkpoint)",
-        "notes": f"generator imported from {path.name}",
+        "parent_sha256": sha256,
+        "training_data": f"unknown ({IMPORTED})",
+        "notes": f"{IMPORTED} {path.name} ({layout.name})",
         **card_overrides,
+        "provenance": {
+            "kind": "import",
+            "source": IMPORTED,
+            "layout": layout.name,
+            "file": path.name,
+            "sha256": sha256,
+        },
     }
-    model = create(architecture, config, **card)
-    generator = getattr(model, "generator", None)
-    if not isinstance(generator, ResnetGenerator):
-        raise CheckpointError(f"Model {architecture!r} has no ResNet generator to import into.")
-    state = normalise_legacy_keys(state, layout["norm"])
-    problem = describe_mismatch(generator.state_dict(), state)
+    model = _create(architecture or layout.architecture, layout, generator, card)
+    if "tile_size" not in card_overrides and model.card.halo > model.card.tile_size:
+        # a tile as large as the halo keeps a window at most 9 tiles' worth of pixels
+        model.card = replace(model.card, tile_size=model.card.halo)
+    state = normalise_legacy_keys(state, model.generator.state_dict())
+    problem = describe_mismatch(model.generator.state_dict(), state)
     if problem:
         raise CheckpointError(
-            f"{path.name} does not fit the detected generator layout {layout}: {problem}."
+            f"{path.name} does not fit the detected {layout.name} layout {generator}: {problem}."
         )
-    generator.load_state_dict(state)
+    model.generator.load_state_dict(state)
     return model.eval()
+
+
+def _create(architecture: str, layout: PublicLayout, generator: dict, card: dict) -> StainModel:
+    """``architecture``'s paper config with the detected generator; CheckpointError naming the
+    models that fit when this one has no such generator."""
+    fits = [m for m in list_models() if set(generator) <= set(model_configs(m)["paper"])]
+    if architecture not in fits:
+        raise CheckpointError(
+            f"{architecture!r} has no {layout.name} generator to import into; use one of "
+            f"{', '.join(fits)}."
+        )
+    try:
+        return create(architecture, {**model_configs(architecture)["paper"], **generator}, **card)
+    except ModelError as e:
+        raise CheckpointError(f"Cannot build {architecture} for {layout.name}: {e}") from e
+
+
+def import_checkpoint(pth_path: str | os.PathLike, out: str | os.PathLike, **options) -> StainModel:
+    """:func:`import_generator` (``options``: its arguments and card fields), saved to ``out``."""
+    model = import_generator(pth_path, **options)
+    save_checkpoint(model, out)
+    return model

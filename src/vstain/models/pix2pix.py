@@ -54,11 +54,13 @@ class Pix2Pix(StainModel):
 
     size_multiple = STRIDE
     training_only = ("discriminator",)
+    #: Builds the generator from the config (``from_config``); variants swap it.
+    generator_class = ResnetGenerator
 
     def __init__(self, card: ModelCard):
         super().__init__(card)
         cfg = card.config
-        self.generator = ResnetGenerator.from_config(cfg)
+        self.generator = self.generator_class.from_config(cfg)
         self.discriminator = PatchGANDiscriminator(6, cfg["ndf"], cfg["n_layers_d"], cfg["norm_d"])
 
     def receptive_halo(self) -> int:

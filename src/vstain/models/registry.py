@@ -135,11 +135,6 @@ def build(card: ModelCard) -> StainModel:
     """Construct the model a card describes and fill the card's derived fields."""
     cls = _lookup(card.architecture)[0]
     config = resolve_config(card.architecture, card.config)
-    if card.tile_size % cls.size_multiple:
-        raise ModelError(
-            f"{card.architecture} needs a tile_size that is a multiple of "
-            f"{cls.size_multiple}, got {card.tile_size}."
-        )
     try:
         model = cls(replace(card, config=config))
     except (ValueError, TypeError) as e:
@@ -147,6 +142,11 @@ def build(card: ModelCard) -> StainModel:
             f"Config of {card.architecture!r} is invalid: {e}. Start from "
             f"vstain.models.model_configs({card.architecture!r})['small']."
         ) from e
+    if card.tile_size % model.size_multiple:  # per model: a U-Net's depends on its config
+        raise ModelError(
+            f"{card.architecture} needs a tile_size that is a multiple of "
+            f"{model.size_multiple}, got {card.tile_size}."
+        )
     model.card = replace(
         model.card,
         halo=model.receptive_halo(),

@@ -27,8 +27,16 @@ def card_summary(card: ModelCard) -> str:
     return "\n".join(lines)
 
 
+IMPORTED = (
+    "Imported public weights, trained elsewhere: check the marker and pixel size, and compare "
+    "with real IHC before trusting them."
+)
+
+
 def card_warning(card: ModelCard) -> str | None:
-    """A warning to show next to the card: untrained weights, or demo weights (simulated tissue)."""
+    """A warning to show next to the card: imported, untrained or demo (simulated) weights."""
+    if card.provenance.get("kind") == "import":
+        return IMPORTED
     if card.steps == 0:
         return UNTRAINED
     if "simulated tissue" in card.notes.lower():

@@ -37,6 +37,7 @@ from vstain.models.registry import option_choices, predict_options
 from vstain.napari import store_layers
 from vstain.napari.closing import ShutdownOnClose
 from vstain.napari.hub import hub
+from vstain.napari.import_weights import IMPORT_WEIGHTS, ask_import
 from vstain.napari.job import StainJob, StainRequest
 from vstain.napari.layer_choice import (
     SlideCache,
@@ -105,6 +106,7 @@ class VirtualStainWidget(ShutdownOnClose, QWidget):
         self._checkpoints: dict[str, Path] = {}
         self._model_index = -1
         self._job: StainJob | None = None
+        self._import_worker = None
         self._job_layer = None
         self._job_prefix = ""
         self._job_started = 0.0
@@ -124,6 +126,7 @@ class VirtualStainWidget(ShutdownOnClose, QWidget):
         for name, path in shipped_checkpoints().items():
             self._add_model_item(name, path)
         self.model_box.addItem(LOAD_CHECKPOINT)
+        self.model_box.addItem(IMPORT_WEIGHTS)
         self.model_box.currentIndexChanged.connect(self._on_model_changed)
         self.model_box.activated.connect(self._on_model_activated)
         self._on_model_changed(self.model_box.currentIndex())
@@ -226,7 +229,8 @@ class VirtualStainWidget(ShutdownOnClose, QWidget):
     # ---- model ----------------------------------------------------------------------------------
 
     def _add_model_item(self, name: str, path: Path) -> int:
-        index = self.model_box.count() - (self.model_box.findText(LOAD_CHECKPOINT) >= 0)
+        index = self.model_box.findText(LOAD_CHECKPOINT)  # checkpoints go before the actions
+        index = self.model_box.count() if index < 0 else index
         self.model_box.insertItem(index, name, str(path))
         self._checkpoints[name] = Path(path)
         return index
@@ -256,12 +260,20 @@ class VirtualStainWidget(ShutdownOnClose, QWidget):
         if not (path and self.load_checkpoint(path)) and self._model_index >= 0:
             self.model_box.setCurrentIndex(self._model_index)
 
+    def _import_weights(self) -> None:
+        """Import a public generator in the background; select it when it is saved."""
+        if self._model_index >= 0:
+            self.model_box.setCurrentIndex(self._model_index)
+        self._import_worker = ask_import(self, self.load_checkpoint, notify_error)
+
     def _on_model_activated(self, index: int) -> None:
         if self.model_box.itemText(index) == LOAD_CHECKPOINT:
             self._ask_checkpoint()
+        elif self.model_box.itemText(index) == IMPORT_WEIGHTS:
+            self._import_weights()
 
     def _on_model_changed(self, index: int) -> None:
-        if self.model_box.itemText(index) == LOAD_CHECKPOINT:
+        if self.model_box.itemText(index) in (LOAD_CHECKPOINT, IMPORT_WEIGHTS):
             if self._model_index < 0:
                 self._show_card(None)
             return

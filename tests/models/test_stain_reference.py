@@ -40,6 +40,7 @@ def test_card_with_a_stain_reference_round_trips(reference):
         ({"macenko": {"method": "reinhard"}}, "must be a dict with 'method': 'macenko'"),
         ({"macenko": {"max_concentrations": [1.0]}}, r"'max_concentrations' must be \(2,\)"),
         ({"macenko": {"stain_vectors": [[1, 1, 1], [0, 1, 0]]}}, "must be unit vectors"),
+        ({"macenko": {"stain_vectors": [[0, 1, 0], [0, 1, 0]]}}, "two different directions"),
         ({"reinhard": {"std": [1.0, 0.0, 2.0]}}, "'std' must be positive"),
         ({"reinhard": {"mean": [1.0, "x", 2.0]}}, r"'mean' must be \(3,\) finite numbers"),
     ],

@@ -83,6 +83,13 @@ def reinhard_statistics(pixels: np.ndarray) -> dict:
 
 
 ESTIMATORS = {"macenko": macenko_statistics, "reinhard": reinhard_statistics}
+#: The numbers each method's statistics hold, and their shapes.
+STATISTICS_SHAPES = {
+    "macenko": {"stain_vectors": (2, 3), "max_concentrations": (2,)},
+    "reinhard": {"mean": (3,), "std": (3,)},
+}
+#: Stain vectors closer than this sine (about 1 degree) cannot unmix a slide.
+MIN_STAIN_SINE = 0.017
 
 
 def stain_statistics(
@@ -173,11 +180,8 @@ def statistics_problems(stats: object, method: str) -> list[str]:
     """Why ``stats`` are not valid statistics of ``method`` (empty when they are)."""
     if not isinstance(stats, dict) or stats.get("method") != method:
         return [f"{method} statistics must be a dict with 'method': {method!r}"]
-    shapes = {"macenko": {"stain_vectors": (2, 3), "max_concentrations": (2,)}}.get(
-        method, {"mean": (3,), "std": (3,)}
-    )
     problems = []
-    for key, shape in shapes.items():
+    for key, shape in STATISTICS_SHAPES[method].items():
         try:
             value = np.asarray(stats.get(key), dtype=np.float64)
         except (TypeError, ValueError):
@@ -188,6 +192,8 @@ def statistics_problems(stats: object, method: str) -> list[str]:
             problems.append(f"{method} '{key}' must be positive")
         elif key == "stain_vectors" and not np.allclose(np.linalg.norm(value, axis=1), 1, 1e-3):
             problems.append(f"{method} 'stain_vectors' must be unit vectors")
+        elif key == "stain_vectors" and np.linalg.norm(np.cross(*value)) < MIN_STAIN_SINE:
+            problems.append(f"{method} 'stain_vectors' must be two different directions")
     return problems
 
 

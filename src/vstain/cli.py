@@ -46,11 +46,14 @@ def cmd_info(args) -> int:
     from vstain.io import open_slide
     from vstain.tiles.job import slide_tissue_mask
 
-    slide = open_slide(args.slide)
+    slide = open_slide(args.slide, backend=args.backend)
     print(f"{slide.path}")
     fmt = slide.metadata.get("format", "?")
     ps = f"{slide.pixel_size:.4f} um/px" if slide.pixel_size else "unknown (not in the file)"
-    print(f"  format: {fmt}\n  pixel size: {ps}")
+    print(f"  format: {fmt}\n  backend: {slide.metadata['backend']}")
+    if "backend_note" in slide.metadata:
+        print(f"  backend note: {slide.metadata['backend_note']}")
+    print(f"  pixel size: {ps}")
     for i, (lvl, ds) in enumerate(zip(slide.levels, slide.downsamples, strict=True)):
         chunk = "x".join(str(c[0]) for c in lvl.chunks[:2])
         print(f"  level {i}: {lvl.shape[1]} x {lvl.shape[0]} px, downsample {ds:g}, chunks {chunk}")
@@ -498,6 +501,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="describe a slide", description=cmd_info.__doc__)
     info.add_argument("slide", type=Path)
+    info.add_argument(
+        "--backend",
+        default="auto",
+        help="slide reader: auto (tifffile for TIFF, OpenSlide for what tifffile cannot read), "
+        "tifffile or openslide",
+    )
     info.set_defaults(run=cmd_info)
 
     stain = sub.add_parser(

@@ -158,3 +158,48 @@ def write_synth_pair(folder: Path, size: int, seed: int) -> list[Path]:
         write_ome_tiff(Slide(path, [array], 0.5), path, pixel_size=0.5, compression="deflate")
         paths.append(path)
     return paths
+
+
+def write_dicom_wsi(folder: Path, levels: list[np.ndarray], tile: int, pixel_size: float) -> None:
+    """A DICOM VL Whole Slide Microscopy series, one file per level (``level<k>.dcm``):
+    TILED_FULL frames of ``tile`` px, uncompressed RGB, white padding; ``pixel_size`` in um."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    wsi = "1.2.840.10008.5.1.4.1.1.77.1.6"  # VL Whole Slide Microscopy Image Storage
+    study, series, frame_of_reference = generate_uid(), generate_uid(), generate_uid()
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, image in enumerate(levels):
+        h, w = image.shape[:2]
+        rows, cols = -(-h // tile), -(-w // tile)
+        padded = np.full((rows * tile, cols * tile, 3), 255, np.uint8)
+        padded[:h, :w] = image
+        frames = padded.reshape(rows, tile, cols, tile, 3).transpose(0, 2, 1, 3, 4)
+        spacing = pixel_size / 1000 * levels[0].shape[1] / w  # mm per pixel of this level
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = wsi
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.FrameOfReferenceUID, ds.Modality, ds.InstanceNumber = frame_of_reference, "SM", k + 1
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]
+        ds.DimensionOrganizationType = "TILED_FULL"
+        ds.TotalPixelMatrixColumns, ds.TotalPixelMatrixRows = w, h
+        ds.TotalPixelMatrixFocalPlanes = 1
+        ds.Rows = ds.Columns = tile
+        ds.NumberOfFrames = rows * cols
+        ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+        ds.ImagedVolumeWidth, ds.ImagedVolumeHeight = w * spacing, h * spacing
+        ds.ImagedVolumeDepth = 0.001
+        measures = Dataset()
+        measures.PixelSpacing, measures.SliceThickness = [spacing, spacing], 0.001
+        shared = Dataset()
+        shared.PixelMeasuresSequence = [measures]
+        ds.SharedFunctionalGroupsSequence = [shared]
+        optical_path = Dataset()
+        optical_path.OpticalPathIdentifier = "1"
+        ds.OpticalPathSequence, ds.NumberOfOpticalPaths = [optical_path], 1
+        ds.PixelData = frames.tobytes()
+        ds.save_as(folder / f"level{k}.dcm", enforce_file_format=True)

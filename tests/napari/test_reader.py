@@ -8,7 +8,7 @@ import pytest
 
 from tests.tiles.conftest import make_tissue_image
 from vstain.io import write_ome_tiff
-from vstain.napari.reader import get_reader
+from vstain.napari.reader import get_reader, read_slide
 
 pytestmark = pytest.mark.gui
 
@@ -23,6 +23,11 @@ def test_manifest_validates():
 def test_reader_refuses_other_paths_fast(tmp_path):
     assert get_reader(str(tmp_path / "notes.txt")) is None
     assert get_reader([str(tmp_path / "a.tif"), str(tmp_path / "b.tif")]) is None
+
+
+@pytest.mark.parametrize("name", ["a.mrxs", "b.vms", "c.dcm", "d.ndpi", "e.SCN"])
+def test_reader_takes_the_formats_openslide_reads(tmp_path, name):
+    assert get_reader(str(tmp_path / name)) is read_slide
 
 
 def test_reader_gives_multiscale_layer_with_micrometre_scale(make_napari_viewer, tmp_path):

@@ -1,4 +1,5 @@
-"""Stain optics: optical density, colour deconvolution, DAB masks, positivity."""
+"""Stain optics: optical density, colour deconvolution, DAB masks, positivity, stain
+normalisation."""
 
 from vstain.color.dab import dab_od
 from vstain.color.dab_mask import (
@@ -20,12 +21,19 @@ from vstain.color.optics import (
 )
 from vstain.color.positivity import QUPATH_THRESHOLDS, Positivity, positivity
 from vstain.color.stain_estimation import estimate_stains
+from vstain.color.stain_normalisation import (
+    Normaliser,
+    slide_stain_statistics,
+    stain_reference,
+    stain_statistics,
+)
 from vstain.errors import StainError
 
 __all__ = [
     "HED",
     "QUPATH_THRESHOLDS",
     "DabStats",
+    "Normaliser",
     "Positivity",
     "StainError",
     "StainMatrix",
@@ -41,5 +49,8 @@ __all__ = [
     "rgb_to_concentrations",
     "rgb_to_od",
     "signed_distance",
+    "slide_stain_statistics",
     "split_touching",
+    "stain_reference",
+    "stain_statistics",
 ]

@@ -45,10 +45,19 @@ class StainMatrix:
 HED = StainMatrix(rgb_from_hed, ("hematoxylin", "eosin", "dab"))
 
 
-def rgb_to_od(rgb: np.ndarray) -> np.ndarray:
-    """RGB uint8 (or float in 0..255) -> optical density, float32, same shape."""
+def _od(rgb: np.ndarray) -> np.ndarray:
     i = np.maximum(np.asarray(rgb, dtype=np.float32), MIN_INTENSITY)
     return -np.log10(i / I0)
+
+
+#: Optical density of every uint8 level (the same float32 values `_od` computes).
+OD_LUT = _od(np.arange(256))
+
+
+def rgb_to_od(rgb: np.ndarray) -> np.ndarray:
+    """RGB uint8 (or float in 0..255) -> optical density, float32, same shape."""
+    rgb = np.asarray(rgb)
+    return OD_LUT[rgb] if rgb.dtype == np.uint8 else _od(rgb)
 
 
 def od_to_rgb(od: np.ndarray) -> np.ndarray:

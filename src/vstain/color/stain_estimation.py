@@ -96,10 +96,16 @@ def estimate_stains(
     StainMatrix
         Rows hematoxylin, eosin or dab, residual (normalised cross product of the first two).
     """
+    pixels = sample_pixels(image, mask, level=level, max_pixels=max_pixels, seed=seed)
+    return stains_from_od(rgb_to_od(pixels).astype(np.float64), kind, beta, percentile)
+
+
+def stains_from_od(
+    od: np.ndarray, kind: str = "he", beta: float = 0.15, percentile: float = 1.0
+) -> StainMatrix:
+    """Macenko's stain vectors of optical densities (N, 3); see `estimate_stains`."""
     if kind not in SECOND_STAIN:
         raise StainError(f"Unknown slide kind {kind!r}: use 'he' (H&E) or 'ihc' (H-DAB).")
-    pixels = sample_pixels(image, mask, level=level, max_pixels=max_pixels, seed=seed)
-    od = rgb_to_od(pixels).astype(np.float64)
     od = od[np.linalg.norm(od, axis=1) >= beta]
     if len(od) < MIN_PIXELS:
         raise StainError(

@@ -53,8 +53,12 @@ def open_tiff(path: Path) -> Slide:
     return Slide(path, levels, pixel_size, metadata)
 
 
+class TiffUnreadableError(SlideError):
+    """tifffile cannot parse the file (another reader may: see `vstain.io.readers`)."""
+
+
 def _unreadable(path: Path, error: Exception) -> SlideError:
-    return SlideError(
+    return TiffUnreadableError(
         f"{path} cannot be read as TIFF ({type(error).__name__}: {error}). The file is corrupt or "
         "truncated; copy or export it again."
     )

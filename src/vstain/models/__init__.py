@@ -15,7 +15,13 @@ from vstain.models import (
     unet_pix2pix,  # noqa: F401  (registers pix2pix-unet and pyramid-pix2pix-unet)
 )
 from vstain.models.base import ModelCard, Prediction, StainModel, TrainState
-from vstain.models.checkpoint import load_checkpoint, read_card, save_checkpoint, sha256_file
+from vstain.models.checkpoint import (
+    load_checkpoint,
+    read_card,
+    save_checkpoint,
+    set_stain_reference,
+    sha256_file,
+)
 from vstain.models.device import (
     autocast_context,
     choose_device,
@@ -54,5 +60,6 @@ __all__ = [
     "read_card",
     "register",
     "save_checkpoint",
+    "set_stain_reference",
     "sha256_file",
 ]

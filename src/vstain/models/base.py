@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from vstain.color.stain_normalisation import ESTIMATORS, statistics_problems
 from vstain.errors import ModelError
 
 OUTPUT_KINDS = ("ihc", "segmentation", "keypoints", "uncertainty", "attention")
@@ -54,6 +55,9 @@ class ModelCard:
     notes: str = ""
     #: How the weights were derived from the parent (fine-tune regions and settings, import source).
     provenance: dict = field(default_factory=dict)
+    #: Stain statistics of the training H&E, keyed by normalisation method (``macenko``,
+    #: ``reinhard``): the reference a slide is normalised to (`vstain.color.stain_normalisation`).
+    stain_reference: dict = field(default_factory=dict)
 
     def __post_init__(self):
         problems = _card_problems(self)
@@ -121,7 +125,17 @@ def _card_problems(card: ModelCard) -> list[str]:
         problems.append(
             f"normalisation must be one of {list(NORMALISATIONS)}, got {card.normalisation!r}"
         )
+    problems += _stain_reference_problems(card.stain_reference)
     return problems
+
+
+def _stain_reference_problems(reference: object) -> list[str]:
+    if not isinstance(reference, dict):
+        return [f"stain_reference must be a dict keyed by method, got {type(reference).__name__}"]
+    unknown = sorted(set(reference) - set(ESTIMATORS))
+    if unknown:
+        return [f"stain_reference keys must be among {list(ESTIMATORS)}, got {unknown}"]
+    return [p for method, stats in reference.items() for p in statistics_problems(stats, method)]
 
 
 @dataclass

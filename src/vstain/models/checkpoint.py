@@ -132,3 +132,12 @@ def record_evaluation(path: str | os.PathLike, data: str, scores: dict, options:
     heldout = {"data": data, "options": options, **scores}
     model.card = replace(model.card, metrics={**model.card.metrics, "heldout": heldout})
     save_checkpoint(model, path)
+
+
+def set_stain_reference(path: str | os.PathLike, reference: dict[str, dict]) -> None:
+    """Store stain statistics of the training H&E (`vstain.color.stain_reference`, keyed by
+    method) in the card of checkpoint ``path``, replacing those of the same methods; the weights
+    are rewritten unchanged. Invalid statistics raise ModelError."""
+    model = load_checkpoint(path)
+    model.card = replace(model.card, stain_reference={**model.card.stain_reference, **reference})
+    save_checkpoint(model, path)

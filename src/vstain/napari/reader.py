@@ -6,7 +6,11 @@ from pathlib import Path
 
 from vstain.errors import VstainError
 
-SUFFIXES = (".svs", ".tif", ".tiff", ".zarr", ".png", ".jpg", ".jpeg", ".ndpi", ".scn", ".bif")
+#: tifffile, zarr and plain images, then the formats only OpenSlide reads (docs/io.md).
+SUFFIXES = (
+    *(".svs", ".tif", ".tiff", ".zarr", ".png", ".jpg", ".jpeg"),
+    *(".ndpi", ".scn", ".bif", ".mrxs", ".vms", ".vmu", ".dcm", ".svslide", ".czi"),
+)
 
 
 def _looks_like_slide(path: Path) -> bool:

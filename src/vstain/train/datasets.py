@@ -43,6 +43,7 @@ from vstain.color.dab_mask import (
 )
 from vstain.color.pixels import sample_pixels
 from vstain.color.stain_augment import perturb_stains, random_he_perturbation
+from vstain.color.stain_normalisation import stain_reference
 from vstain.errors import DatasetError
 from vstain.io.pixels import rgb_uint8
 
@@ -246,6 +247,15 @@ def dataset_dab_stats(pairs: Sequence[Pair], seed: int = 0) -> DabStats:
         ]
     )
     return DabStats.of(dab_od(pixels))
+
+
+def dataset_stain_reference(pairs: Sequence[Pair], seed: int = 0) -> dict[str, dict]:
+    """Stain statistics of up to ``STATS_IMAGES`` H&E images of ``pairs`` (drawn with ``seed``),
+    keyed by method: the ``stain_reference`` of a model card trained on them."""
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(pairs), min(len(pairs), STATS_IMAGES), replace=False)
+    images = (read_rgb(pairs[i].he) for i in sorted(chosen))
+    return stain_reference(images, pixels_per_image=STATS_PIXELS_PER_IMAGE, seed=seed)
 
 
 def random_augmentation(rng: np.random.Generator, square: bool) -> dict:

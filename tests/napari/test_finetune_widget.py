@@ -21,7 +21,7 @@ def pair(tmp_path_factory):
 
 
 @pytest.fixture
-def tune(make_napari_viewer, pair, tmp_path):
+def tune(make_napari_viewer, pair, tmp_path, qtbot):
     viewer = make_napari_viewer()
     (he,) = viewer.open(str(pair[0]), plugin="napari-vstain")
     (ihc,) = viewer.open(str(pair[1]), plugin="napari-vstain")
@@ -37,6 +37,7 @@ def tune(make_napari_viewer, pair, tmp_path):
     viewer.window.add_dock_widget(widget, name="Fine-tune")
     base = tiny_checkpoint(tmp_path / "base.safetensors")
     assert widget.load_base(base)
+    qtbot.waitUntil(lambda: not widget.busy and widget.part_box.count(), timeout=60_000)
     widget.he_box.setCurrentText(he.name)
     widget.ihc_box.setCurrentText(ihc.name)
     widget.shapes_box.setCurrentText("regions")

@@ -6,8 +6,8 @@ import pytest
 
 from vstain.models.registry import option_choices, predict_options
 from vstain.models.stain_diffuser.samplers import SAMPLERS
-from vstain.napari.job import StainRequest, store_path
 from vstain.napari.option_widgets import OptionsPanel
+from vstain.napari.stain_job import StainRequest, store_path
 
 pytestmark = pytest.mark.gui
 

@@ -37,7 +37,7 @@ def tune(make_napari_viewer, pair, tmp_path, qtbot):
     viewer.window.add_dock_widget(widget, name="Fine-tune")
     base = tiny_checkpoint(tmp_path / "base.safetensors")
     assert widget.load_base(base)
-    qtbot.waitUntil(lambda: not widget.busy and widget.part_box.count(), timeout=60_000)
+    qtbot.waitUntil(lambda: not widget.busy and widget.part_box.count() > 0, timeout=60_000)
     widget.he_box.setCurrentText(he.name)
     widget.ihc_box.setCurrentText(ihc.name)
     widget.shapes_box.setCurrentText("regions")

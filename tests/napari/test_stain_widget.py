@@ -115,10 +115,10 @@ def test_widget_shows_the_card_and_warns_for_untrained_weights(stain):
 def test_stain_diffuser_cells_become_a_labels_layer(stain, qtbot):
     viewer, _, widget = stain
     widget.model_box.setCurrentText("stain-diffuser")
-    editors = widget.options_panel._editors
-    editors["segment"].setChecked(True)
-    editors["steps"].setValue(2)
-    editors["sampler"].setCurrentText("dpm-solver++")
+    form = widget.options_panel.form
+    form["segment"].value = True
+    form["steps"].value = 2
+    form["sampler"].value = "dpm-solver++"
     look_at(viewer, 5.5 * TILE, 3.5 * TILE, half=50)
     widget.stain_view()
     wait_idle(qtbot, widget, timeout=180_000)

@@ -113,3 +113,14 @@ def test_closing_napari_stops_the_job_within_a_second(docked, qtbot):
     assert job.finished and job.cancelled
     assert job.ended - start < 1.0  # the job ended within a second of the close starting
     assert closed == [True] and not runner.busy and done == []
+
+
+def test_closing_napari_does_not_wait_for_a_call(docked, qtbot):
+    viewer, _, runner = docked
+    release = threading.Event()
+    job = Call(release.wait)  # a call that nothing can stop, such as a registration
+    runner.run(job)
+    viewer.close()
+    assert not runner.busy and not job.finished  # left to end on its own: it writes nothing
+    release.set()
+    assert job.wait(5) and job.result is True

@@ -57,12 +57,14 @@ class JobRunner(QObject):
             self.job.cancel()
 
     def shutdown(self) -> None:
-        """Cancel the running job, wait for its thread (at most CLOSE_WAIT_S), emit ``closed``."""
+        """Cancel the running job, wait for it to stop (at most CLOSE_WAIT_S; a job that does
+        not check its cancel token is left to end on its own), emit ``closed``."""
         self._timer.stop()
         job, self.job = self.job, None
         if job is not None:
             job.cancel()
-            job.wait(CLOSE_WAIT_S)
+            if job.stops_on_cancel:
+                job.wait(CLOSE_WAIT_S)
         self.closed.emit()
 
     def _poll(self) -> None:

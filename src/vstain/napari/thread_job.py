@@ -15,9 +15,11 @@ from vstain.tiles import CancelToken
 
 class ThreadJob:
     """``work()`` on its own thread, with a cancel token. What it returns is kept in ``result``,
-    what it raises in ``error``; both are read from any thread once ``finished``."""
+    what it raises in ``error``; both are read from any thread once ``finished``.
+    ``stops_on_cancel``: ``work()`` checks the token (closing napari waits for it to stop)."""
 
     name = "vstain-job"
+    stops_on_cancel = True
 
     def __init__(self):
         self.cancel_token = CancelToken()
@@ -56,9 +58,11 @@ class ThreadJob:
 
 
 class Call(ThreadJob):
-    """A job that returns ``fn()`` (one call, nothing to cancel in between)."""
+    """A job that returns ``fn()``: one call that writes nothing, so it is not waited for when
+    napari closes (nothing checks the cancel token in between)."""
 
     name = "vstain-call"
+    stops_on_cancel = False
 
     def __init__(self, fn: Callable[[], object]):
         super().__init__()

@@ -10,6 +10,7 @@ from qtpy.QtWidgets import QWidget
 
 from vstain.errors import VstainError
 from vstain.napari.job_runner import JobRunner
+from vstain.napari.model_cache import MODELS
 from vstain.napari.thread_job import Call, ThreadJob
 
 pytestmark = pytest.mark.gui
@@ -101,8 +102,11 @@ def test_cancel_stops_the_job_and_done_follows(docked, qtbot):
     assert done[0].cancelled and done[0].error is None and done[0].result >= 3
 
 
-def test_closing_napari_stops_the_job_within_a_second(docked, qtbot):
+def test_closing_napari_stops_the_job_within_a_second_and_frees_the_models(
+    docked, qtbot, checkpoint
+):
     viewer, _, runner = docked
+    loaded = MODELS.get(checkpoint, "cpu")
     closed, done = [], []
     runner.closed.connect(lambda: closed.append(True))
     job = Counting()
@@ -113,6 +117,7 @@ def test_closing_napari_stops_the_job_within_a_second(docked, qtbot):
     assert job.finished and job.cancelled
     assert job.ended - start < 1.0  # the job ended within a second of the close starting
     assert closed == [True] and not runner.busy and done == []
+    assert MODELS.get(checkpoint, "cpu") is not loaded  # the plugin's models were freed
 
 
 def test_closing_napari_does_not_wait_for_a_call(docked, qtbot):

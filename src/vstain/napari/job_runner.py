@@ -9,6 +9,7 @@ from collections.abc import Callable
 from qtpy.QtCore import QEvent, QObject, QTimer, Signal
 from qtpy.QtWidgets import QWidget
 
+from vstain.napari.model_cache import MODELS
 from vstain.napari.notify import notify_error
 from vstain.napari.thread_job import ThreadJob
 
@@ -22,8 +23,8 @@ class JobRunner(QObject):
     """Runs a widget's jobs one at a time. While a job runs, ``tick(job)`` is called every
     ``interval_ms`` on the main thread (progress); once it ends, its error becomes a notification
     and ``done(job)`` is called (result). An error raised by ``tick`` or ``done`` is a
-    notification too. Closing the window that holds the widget cancels the job, waits for it and
-    emits ``closed``; ``done`` is not called then."""
+    notification too. Closing the window that holds the widget cancels the job, waits for it,
+    frees the plugin's models and emits ``closed``; ``done`` is not called then."""
 
     closed = Signal()
 
@@ -58,13 +59,15 @@ class JobRunner(QObject):
 
     def shutdown(self) -> None:
         """Cancel the running job, wait for it to stop (at most CLOSE_WAIT_S; a job that does
-        not check its cancel token is left to end on its own), emit ``closed``."""
+        not check its cancel token is left to end on its own), free the plugin's models (GPU
+        memory included), emit ``closed``."""
         self._timer.stop()
         job, self.job = self.job, None
         if job is not None:
             job.cancel()
             if job.stops_on_cancel:
                 job.wait(CLOSE_WAIT_S)
+        MODELS.clear()
         self.closed.emit()
 
     def _poll(self) -> None:

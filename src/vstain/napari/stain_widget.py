@@ -446,7 +446,6 @@ class VirtualStainWidget(QWidget):
         self.side_button.setChecked(self.viewer.canvas.grid.enabled)
 
     def _on_close(self) -> None:
-        """napari closed (the runner stopped the running job): drop queued work, free the model."""
+        """napari closed (the runner stopped the running job): no auto staining, no queued job."""
         self._auto_timer.stop()
         self._pending = None
-        self.models.clear()

@@ -56,7 +56,6 @@ POLL_MS = 250
 VALIDATION_COLOUR, TRAINING_COLOUR = "orange", "lime"
 PREVIEW = "fine-tune preview"
 SCORES = ("psnr", "ssim", "object_f1")
-DRAW = "Draw rectangles on the H&E where the real IHC is good."
 
 
 def shape_regions(shapes: Shapes, he) -> list[Region]:
@@ -147,7 +146,7 @@ class FinetuneWidget(QWidget):
 
         self.progress_bar = QProgressBar()
         self.progress_bar.setFormat("%v / %m steps")
-        self.status_label = wrapping_label(DRAW)
+        self.status_label = wrapping_label("Draw rectangles on the H&E where the real IHC is good.")
         self.loss_plot = LinePlot("training losses", log=True)
         self.val_plot = LinePlot("validation (each line on its own scale)", own_scale=True)
         layout = QVBoxLayout(self)
@@ -318,7 +317,7 @@ class FinetuneWidget(QWidget):
 
     def stop(self) -> None:
         """Stop at the next step; the best validated checkpoint so far is kept."""
-        if self.runner.busy:
+        if isinstance(self.runner.job, FinetuneJob):
             self.runner.cancel()
             self.status_label.setText("Stopping...")
 

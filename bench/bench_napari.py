@@ -143,7 +143,7 @@ def cancel_latency(widget, app, out_dir: Path) -> float:
     """Seconds from Cancel to the end of a whole-slide run that has done a few tiles."""
     widget.folder_edit.setText(str(out_dir))
     widget.stain_whole_slide()
-    job = widget._job
+    job = widget.runner.job
     while job.progress is None or job.progress.done < 3:
         app.processEvents()
         time.sleep(0.005)

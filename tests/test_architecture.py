@@ -98,7 +98,7 @@ def test_an_upward_or_gui_import_is_caught(module, source):
 
 
 def test_downward_imports_pass():
-    assert not violations("vstain.napari.job", "from vstain.pipeline import plan_run")
+    assert not violations("vstain.napari.stain_job", "from vstain.pipeline import plan_run")
     assert not violations("vstain.train.trainer", "from vstain.models import create\nimport torch")
 
 

@@ -318,7 +318,7 @@ class _TrainBar:
 def _registered_ihc(args, he, ihc):
     """The IHC under H&E regions: the slide itself (--aligned), or warped by a registration
     (--registration JSON, else registered here)."""
-    from vstain.registration import Registration, register
+    from vstain.registration import Registration, register, registered_reader
 
     if args.aligned:
         return ihc
@@ -333,7 +333,7 @@ def _registered_ihc(args, he, ihc):
             "(Compare with real IHC, with control points if needed), save it, and pass "
             "--registration FILE; or --aligned for slides that are already aligned."
         )
-    return lambda x, y, w, h, level: reg.warp_ihc_region(ihc, x, y, w, h, he.downsamples[level])[0]
+    return registered_reader(he, ihc, reg)
 
 
 def cmd_finetune(args) -> int:

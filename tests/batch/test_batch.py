@@ -176,7 +176,8 @@ def test_corrupt_slides_are_reported_and_the_rest_go_on(data, cluster, tmp_path,
     written = json.loads((out / SUMMARY_NAME).read_text())
     assert [s["status"] for s in written["slides"]] == ["failed", "done", "failed"]
     assert [f["slide"] for f in written["failures"]] == [str(garbage), str(damaged)]
-    assert written["slides"][2]["blocks_failed"] > 0
+    # the damaged tile is met when the plan reads the slide's tissue and glass: one line
+    assert all("\n" not in f["error"] and f["error"] for f in written["failures"])
     assert_same_store(out / zarr_name(good), data["ref"] / zarr_name(good))
 
 

@@ -1,5 +1,8 @@
 """A small simulated slide and tiny checkpoints shared by the napari tests."""
 
+import threading
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -31,3 +34,18 @@ def tiny_checkpoint(path, seed: int = 0, pixel_size: float = PIXEL_SIZE):
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory):
     return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
+
+
+@pytest.fixture
+def model_loads(monkeypatch):
+    """(checkpoint file name, loaded on the main thread?) of every model the pipeline loads."""
+    from vstain.pipeline import loaded_model
+
+    loads, load = [], loaded_model.load_model
+
+    def recorded(model, device="auto"):
+        loads.append((Path(model).name, threading.current_thread() is threading.main_thread()))
+        return load(model, device)
+
+    monkeypatch.setattr(loaded_model, "load_model", recorded)
+    return loads

@@ -91,7 +91,9 @@ def test_control_points_refit_the_registration(compare, qtbot):
     assert np.allclose(widget.registration.matrix, truth, atol=1e-6)
 
 
-def test_k_stain_keypoints_and_their_displacements_show_over_the_he(compare, qtbot, tmp_path):
+def test_k_stain_keypoints_and_their_displacements_show_over_the_he(
+    compare, qtbot, tmp_path, model_loads
+):
     import torch
 
     from vstain.models import create, save_checkpoint
@@ -116,3 +118,4 @@ def test_k_stain_keypoints_and_their_displacements_show_over_the_he(compare, qtb
     extent = np.asarray(he.level_shapes[0][:2]) * he.scale
     assert (he_points >= 0).all() and (he_points <= extent).all()
     assert "keypoint pairs" in widget.status_label.text()
+    assert model_loads == [("k.safetensors", False)]  # on the job thread, the other never

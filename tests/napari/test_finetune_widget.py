@@ -21,7 +21,7 @@ def pair(tmp_path_factory):
 
 
 @pytest.fixture
-def tune(make_napari_viewer, pair, tmp_path):
+def tune(make_napari_viewer, pair, tmp_path, qtbot, model_loads):
     viewer = make_napari_viewer()
     (he,) = viewer.open(str(pair[0]), plugin="napari-vstain")
     (ihc,) = viewer.open(str(pair[1]), plugin="napari-vstain")
@@ -37,6 +37,7 @@ def tune(make_napari_viewer, pair, tmp_path):
     viewer.window.add_dock_widget(widget, name="Fine-tune")
     base = tiny_checkpoint(tmp_path / "base.safetensors")
     assert widget.load_base(base)
+    qtbot.waitUntil(lambda: not widget.busy and widget.part_box.count() > 0, timeout=60_000)
     widget.he_box.setCurrentText(he.name)
     widget.ihc_box.setCurrentText(ihc.name)
     widget.shapes_box.setCurrentText("regions")
@@ -50,6 +51,24 @@ def test_validation_flags_and_regions_follow_the_rectangles(tune, tmp_path):
     widget.toggle_validation()
     assert shape_regions(shapes, he) == [Region(0, 0, 256, 256), Region(0, 256, 256, 256, True)]
     np.testing.assert_allclose(shapes.edge_color[:, :3], [(0, 1, 0), (1, 165 / 255, 0)], atol=1e-6)
+
+
+def test_the_base_loads_off_the_ui_thread_into_the_cache_the_stain_widget_uses(
+    tune, qtbot, tmp_path, model_loads
+):
+    viewer, _, he, _, base = tune
+    assert ("base.safetensors", False) in model_loads
+    assert not [name for name, on_main_thread in model_loads if on_main_thread]
+    stain = VirtualStainWidget(viewer)
+    viewer.window.add_dock_widget(stain, name="Virtual stain")
+    assert stain.load_checkpoint(base) and stain.device_box.currentData() == "auto"
+    stain.layer_box.setCurrentText(he.name)
+    stain.folder_edit.setText(str(tmp_path))
+    loads = len(model_loads)
+    stain.stain_view()
+    qtbot.waitUntil(lambda: not stain.busy, timeout=60_000)
+    assert "tiles stained" in stain.status_label.text(), stain.status_label.text()
+    assert len(model_loads) == loads  # the fine-tune widget's base, from the shared cache
 
 
 def test_training_saves_a_checkpoint_the_stain_widget_offers(tune, qtbot, tmp_path):

@@ -6,9 +6,10 @@ from napari.utils.notifications import notification_manager
 
 from tests.models.unet_reference import RefUnetGenerator
 from vstain.models import read_card
+from vstain.napari.checkpoint_picker import LOAD_CHECKPOINT
 from vstain.napari.import_weights import IMPORT_WEIGHTS
 from vstain.napari.model_choice import IMPORTED
-from vstain.napari.stain_widget import LOAD_CHECKPOINT, VirtualStainWidget
+from vstain.napari.stain_widget import VirtualStainWidget
 
 pytestmark = pytest.mark.gui
 

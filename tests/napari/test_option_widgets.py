@@ -6,8 +6,8 @@ import pytest
 
 from vstain.models.registry import option_choices, predict_options
 from vstain.models.stain_diffuser.samplers import SAMPLERS
-from vstain.napari.job import StainRequest, store_path
 from vstain.napari.option_widgets import OptionsPanel
+from vstain.napari.stain_job import StainRequest, store_path
 
 pytestmark = pytest.mark.gui
 
@@ -26,11 +26,15 @@ def test_panel_has_an_editor_per_usable_option_and_returns_edited_values(qtbot):
         "marker": "ck818",
         "sampler": "ddim",
     }
-    panel._editors["steps"].setValue(20)
-    panel._editors["tta"].setChecked(True)
-    panel._editors["marker"].setCurrentText("cd3")
+    panel.form["steps"].native.setValue(20)  # edited as the user does, in the Qt editors
+    panel.form["tta"].native.setChecked(True)
+    panel.form["marker"].native.setCurrentText("cd3")
+    panel.form["eta"].native.setValue(0.25)
     assert panel.values()["steps"] == 20 and panel.values()["tta"] is True
-    assert panel.values()["marker"] == "cd3"
+    assert panel.values()["marker"] == "cd3" and panel.values()["eta"] == 0.25
+    labels = ["Steps", "N samples", "Tta", "Eta", "Marker", "Sampler"]
+    assert [w.label for w in panel.form] == labels
+    assert panel.form["steps"].tooltip.startswith("Sampler steps")
     panel.set_options({}, {})
     assert panel.values() == {} and panel.isHidden()
 

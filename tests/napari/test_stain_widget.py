@@ -12,9 +12,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from tests.napari.conftest import PIXEL_SIZE, SLIDE_SIZE, TILE, tiny_checkpoint
-from vstain.napari.job import StainJob
+from vstain.napari.checkpoint_picker import LOAD_CHECKPOINT
 from vstain.napari.model_choice import UNTRAINED
-from vstain.napari.stain_widget import LOAD_CHECKPOINT, VirtualStainWidget
+from vstain.napari.stain_job import StainJob
+from vstain.napari.stain_widget import VirtualStainWidget
 from vstain.tiles.store import BACKGROUND, COMPUTED, PENDING
 
 pytestmark = pytest.mark.gui
@@ -114,10 +115,10 @@ def test_widget_shows_the_card_and_warns_for_untrained_weights(stain):
 def test_stain_diffuser_cells_become_a_labels_layer(stain, qtbot):
     viewer, _, widget = stain
     widget.model_box.setCurrentText("stain-diffuser")
-    editors = widget.options_panel._editors
-    editors["segment"].setChecked(True)
-    editors["steps"].setValue(2)
-    editors["sampler"].setCurrentText("dpm-solver++")
+    form = widget.options_panel.form
+    form["segment"].value = True
+    form["steps"].value = 2
+    form["sampler"].value = "dpm-solver++"
     look_at(viewer, 5.5 * TILE, 3.5 * TILE, half=50)
     widget.stain_view()
     wait_idle(qtbot, widget, timeout=180_000)
@@ -202,7 +203,7 @@ def test_cancel_stops_within_a_second_and_the_store_resumes(stain, qtbot):
     viewer, _, widget = stain
     widget.batch_box.setValue(1)
     widget.stain_whole_slide()
-    job = widget._job
+    job = widget.runner.job
     qtbot.waitUntil(lambda: job.progress is not None and job.progress.done >= 3, timeout=30_000)
     start = time.perf_counter()
     widget.cancel()
@@ -273,7 +274,8 @@ def test_bad_file_and_wrong_checkpoint_are_notifications(
     bad = tmp_path / "notes.safetensors"
     bad.write_bytes(b"not a checkpoint")
     monkeypatch.setattr(
-        "vstain.napari.stain_widget.QFileDialog.getOpenFileName", lambda *a, **k: (str(bad), "")
+        "vstain.napari.checkpoint_picker.QFileDialog.getOpenFileName",
+        lambda *a, **k: (str(bad), ""),
     )
     chosen = widget.model_box.currentIndex()
     load = widget.model_box.findText(LOAD_CHECKPOINT)
@@ -316,7 +318,7 @@ def test_closing_napari_cancels_the_running_job(stain, qtbot):
     viewer, _, widget = stain
     widget.batch_box.setValue(1)
     widget.stain_whole_slide()
-    job = widget._job
+    job = widget.runner.job
     qtbot.waitUntil(lambda: job.progress is not None, timeout=30_000)
     store = job.store
     viewer.close()

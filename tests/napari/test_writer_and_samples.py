@@ -72,7 +72,7 @@ def test_demo_docks_the_widget_and_stains_the_view(
     he, ihc = demo_pair(size=512, folder=tmp_path)
     checkpoint = tiny_checkpoint(tmp_path / "demo-model.safetensors")
     monkeypatch.setattr(
-        "vstain.napari.stain_widget.shipped_checkpoints", lambda: {"demo-model": checkpoint}
+        "vstain.napari.checkpoint_picker.shipped_checkpoints", lambda: {"demo-model": checkpoint}
     )
     viewer = make_napari_viewer()
     widget = demo.open_demo(viewer, he, ihc)
@@ -87,7 +87,7 @@ def test_demo_docks_the_widget_and_stains_the_view(
 
 def test_demo_without_a_model_asks_for_a_checkpoint(make_napari_viewer, monkeypatch, tmp_path):
     he, ihc = demo_pair(size=512, folder=tmp_path)
-    monkeypatch.setattr("vstain.napari.stain_widget.shipped_checkpoints", dict)
+    monkeypatch.setattr("vstain.napari.checkpoint_picker.shipped_checkpoints", dict)
     shown = []
     monkeypatch.setattr("napari.utils.notifications.show_warning", shown.append)
     viewer = make_napari_viewer()

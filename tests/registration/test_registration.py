@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from vstain.io.slide import Slide
+from vstain.registration import registered_reader
 from vstain.registration.registration import Registration, register
 from vstain.synth import SectionTransform, make_spec, slide_arrays
 
@@ -86,3 +87,12 @@ def test_points_tile_and_json(pair, tmp_path):
     corr = np.corrcoef(he_tile.ravel(), tile.astype(float).mean(-1).ravel())[0, 1]
     unwarped = np.corrcoef(he_tile.ravel(), ihc[300:556, 300:556].astype(float).mean(-1).ravel())
     assert corr > 0.3 and corr > unwarped[0, 1] + 0.1
+
+    # the reader fine-tuning takes: (x, y, w, h, level) of the H&E, level by the H&E's pyramid
+    half = np.ascontiguousarray(he[::2, ::2])
+    pyramid = Slide("he", [da.from_array(he), da.from_array(half)], 0.5)
+    read = registered_reader(pyramid, _slide("ihc", ihc), reg)
+    np.testing.assert_array_equal(read(300, 300, 256, 256, 0), tile)
+    coarse = read(150, 150, 128, 128, 1).astype(float)
+    assert coarse.shape == (128, 128, 3)
+    assert np.abs(coarse - tile[::2, ::2]).mean() < np.abs(coarse - tile[:128, :128]).mean()

@@ -2,8 +2,8 @@
 layer's affine (nothing resampled), and compute difference, discordance and positivity of a
 region in the background.
 
-Science lives in `vstain.registration`; this module only turns clicks into calls on a worker thread
-and results into layers.
+Science lives in `vstain.registration` and `vstain.review`; this module only turns clicks into
+calls on a job thread (through the widget's `JobRunner`) and results into layers.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 from napari.layers import Points
-from napari.qt.threading import create_worker
 from napari.utils import notifications
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -30,11 +29,15 @@ from qtpy.QtWidgets import (
 
 from vstain.errors import RegionError, SlideError, VstainError
 from vstain.io import Slide
-from vstain.models import load_checkpoint
 from vstain.napari import registration_layers as placement
+from vstain.napari.checkpoint_picker import ask_checkpoint, checked_card
+from vstain.napari.job_runner import JobRunner
 from vstain.napari.layer_choice import SlideCache, fill_box, shapes_layers, slide_layers
-from vstain.napari.stain_widget import notify_error, wrapping_label
+from vstain.napari.model_cache import MODELS
+from vstain.napari.notify import notify_error
+from vstain.napari.thread_job import Call
 from vstain.napari.viewport import rectangle_regions, visible_region
+from vstain.napari.wrapping_label import wrapping_label
 from vstain.registration import Registration, register
 from vstain.review.maps import (
     BOTH,
@@ -68,9 +71,9 @@ class CompareWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self._slides = SlideCache()
-        self._worker = None
         self._positivity = None
         self._build()
+        self.runner = JobRunner(self)
         events = self.viewer.layers.events
         for event in (events.inserted, events.removed, events.moved):
             event.connect(self._update_boxes)
@@ -178,30 +181,24 @@ class CompareWidget(QWidget):
 
     @property
     def busy(self) -> bool:
-        return self._worker is not None
+        return self.runner.busy
 
-    def _run(self, label: str, fn, on_result, *args) -> None:
-        """Run ``fn(*args)`` on a worker thread; ``on_result`` gets its result on the main one."""
-        if self._worker is not None:
+    def _run(self, label: str, fn, on_result) -> None:
+        """Run ``fn()`` on a job thread; ``on_result`` gets its result on the main one."""
+        if self.runner.busy:
             notifications.show_warning("The Compare panel is still working; wait for it.")
             return
         self.status_label.setText(f"{label}...")
         self.progress_bar.setRange(0, 0)  # busy
-        worker = create_worker(fn, *args, _start_thread=False)
-        worker.returned.connect(on_result)
-        worker.errored.connect(self._failed)
-        worker.finished.connect(self._done)
-        self._worker = worker
-        worker.start()
+        self.runner.run(Call(fn), done=lambda job: self._done(job, on_result))
 
-    def _done(self) -> None:
-        self._worker = None
+    def _done(self, job: Call, on_result) -> None:
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(1)
-
-    def _failed(self, error: BaseException) -> None:
-        self.status_label.setText("Failed: see the notification.")
-        notify_error(error)
+        if job.error is not None:  # the runner showed it
+            self.status_label.setText("Failed: see the notification.")
+        else:
+            on_result(job.result)
 
     # ---- registration ---------------------------------------------------------------------------
 
@@ -348,21 +345,23 @@ class CompareWidget(QWidget):
     # ---- K-Stain keypoints -----------------------------------------------------------------------
 
     def _ask_keypoints(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "A K-Stain checkpoint", "", "*.safetensors")
-        if path:
+        path = ask_checkpoint(self, "A K-Stain checkpoint")
+        if path is not None:
             self.show_keypoints(path)
 
     def show_keypoints(self, checkpoint: str | Path) -> None:
         """Points layers of a K-Stain model's keypoints on the H&E and on the registered real
         IHC (in view), and a Vectors layer from each H&E keypoint to its IHC partner."""
+        card = checked_card(checkpoint)
+        if card is None:
+            return
         try:
             reg = self.registration
             if reg is None:
                 raise SlideError("Register the real IHC first (Register).")
-            model = load_checkpoint(checkpoint)
-            if model.card.architecture != "k-stain":
+            if card.architecture != "k-stain":
                 raise SlideError(
-                    f"{Path(checkpoint).name} is a {model.card.architecture} checkpoint; "
+                    f"{Path(checkpoint).name} is a {card.architecture} checkpoint; "
                     "keypoints need a k-stain one."
                 )
             he = self._layer(self.he_box, "H&E")
@@ -373,7 +372,7 @@ class CompareWidget(QWidget):
             return
         self._run(
             "Finding keypoints",
-            lambda: keypoint_pairs(model, reg, *slides, region),
+            lambda: keypoint_pairs(MODELS.get(checkpoint, "auto").model, reg, *slides, region),
             lambda pairs: self._show_keypoints(he, *pairs),
         )
 

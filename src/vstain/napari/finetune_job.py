@@ -15,7 +15,7 @@ import numpy as np
 
 from vstain.io import Slide
 from vstain.models import load_checkpoint, predict_batch
-from vstain.napari.job import ThreadJob
+from vstain.napari.thread_job import ThreadJob
 from vstain.train.finetune import FinetuneResult, finetune
 from vstain.train.regions import IhcReader, Region
 
@@ -51,7 +51,8 @@ def preview_window(request: FinetuneRequest, multiple: int) -> tuple[int, int, i
 
 
 class FinetuneJob(ThreadJob):
-    """Runs a `FinetuneRequest`; ``losses``, ``validations`` and ``previews`` fill as it goes."""
+    """Runs a `FinetuneRequest`; ``losses``, ``validations`` and ``previews`` fill as it goes,
+    ``result`` is the `FinetuneResult`."""
 
     name = "vstain-finetune-job"
 
@@ -64,7 +65,6 @@ class FinetuneJob(ThreadJob):
         self.losses: deque[tuple[int, dict]] = deque()
         self.validations: deque[tuple[int, dict]] = deque()
         self.previews: deque[tuple[int, np.ndarray, tuple]] = deque()
-        self.result: FinetuneResult | None = None
 
     @property
     def eta_seconds(self) -> float | None:
@@ -89,9 +89,9 @@ class FinetuneJob(ThreadJob):
         rgb = np.clip(np.rint(ihc.transpose(1, 2, 0) * 255), 0, 255).astype(np.uint8)
         self.previews.append((self.step, rgb, (x, y, w, h)))
 
-    def work(self) -> None:
+    def work(self) -> FinetuneResult:
         r = self.request
-        self.result = finetune(
+        return finetune(
             r.base,
             r.he,
             r.ihc,

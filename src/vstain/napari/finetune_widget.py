@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 from napari.layers import Shapes
 from napari.utils import notifications
-from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -27,10 +26,11 @@ from qtpy.QtWidgets import (
 
 from vstain.errors import RegionError, SlideError, VstainError
 from vstain.io import Slide
-from vstain.models import load_checkpoint, read_card
-from vstain.napari.closing import ShutdownOnClose
+from vstain.models import read_card
+from vstain.napari.checkpoint_picker import CheckpointPicker
 from vstain.napari.finetune_job import FinetuneJob, FinetuneRequest
 from vstain.napari.hub import hub
+from vstain.napari.job_runner import JobRunner
 from vstain.napari.layer_choice import (
     SlideCache,
     fill_box,
@@ -39,20 +39,22 @@ from vstain.napari.layer_choice import (
     slide_path_of,
 )
 from vstain.napari.line_plot import LinePlot
+from vstain.napari.model_cache import MODELS
+from vstain.napari.notify import notify_error
 from vstain.napari.registration_layers import put_layer
-from vstain.napari.stain_widget import notify_error, wrapping_label
 from vstain.napari.store_layers import aligned_placement
+from vstain.napari.thread_job import Call
 from vstain.napari.viewport import world_box_to_region
+from vstain.napari.wrapping_label import wrapping_label
 from vstain.pipeline import choose_level
+from vstain.registration import registered_reader
 from vstain.train.finetune import PARTS, trainable_counts
 from vstain.train.region_geojson import write_regions
 from vstain.train.regions import Region
-from vstain.weights import shipped_checkpoints
 
 POLL_MS = 250
 VALIDATION_COLOUR, TRAINING_COLOUR = "orange", "lime"
 PREVIEW = "fine-tune preview"
-LOAD = "Load checkpoint..."
 SCORES = ("psnr", "ssim", "object_f1")
 
 
@@ -70,34 +72,34 @@ def shape_regions(shapes: Shapes, he) -> list[Region]:
     return regions
 
 
-class FinetuneWidget(ShutdownOnClose, QWidget):
+def base_facts(checkpoint: Path) -> tuple[dict[str, int], float | None]:
+    """Weights per trainable part of a base checkpoint and the learning rate it was trained
+    with (None when its card does not say); loads the model through the plugin's cache."""
+    model = MODELS.get(checkpoint, "auto").model
+    return trainable_counts(model), model.card.config.get("lr")
+
+
+class FinetuneWidget(QWidget):
     """Layer pickers, base checkpoint, what to train, Train / Stop, live plots, preview."""
 
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
         self._slides = SlideCache()
-        self._job: FinetuneJob | None = None
         self._build()
-        self._timer = QTimer(self)
-        self._timer.setInterval(POLL_MS)
-        self._timer.timeout.connect(self._poll)
-        for name, path in shipped_checkpoints().items():
-            self.base_box.addItem(name, str(path))
-        self.base_box.addItem(LOAD)
-        self.base_box.activated.connect(self._on_base_activated)
-        self.base_box.currentIndexChanged.connect(self._on_base_changed)
+        self.runner = JobRunner(self, POLL_MS)
+        self.base_box.checkpoint_changed.connect(self._on_base_changed)
         events = self.viewer.layers.events
         for event in (events.inserted, events.removed, events.moved):
             event.connect(self._update_boxes)
         self._update_boxes()
-        self._on_base_changed()
+        self._on_base_changed(self.base_box.checkpoint)
 
     # ---- construction -------------------------------------------------------------------------
 
     def _build(self) -> None:
         self.he_box, self.ihc_box, self.shapes_box = QComboBox(), QComboBox(), QComboBox()
-        self.base_box, self.part_box = QComboBox(), QComboBox()
+        self.base_box, self.part_box = CheckpointPicker("Base checkpoint"), QComboBox()
         self.steps_box = _spin(1, 100_000, 300)
         self.batch_box = _spin(1, 64, 4)
         self.crop_box = _spin(16, 2048, 128)
@@ -168,44 +170,35 @@ class FinetuneWidget(ShutdownOnClose, QWidget):
 
     @property
     def base(self) -> Path | None:
-        data = self.base_box.currentData()
-        return Path(data) if data else None
+        return self.base_box.checkpoint
 
     def load_base(self, path: str | Path) -> bool:
-        """Add a checkpoint to the base picker and select it."""
-        try:
-            read_card(path)
-        except VstainError as e:
-            notify_error(e)
-            return False
-        index = self.base_box.findData(str(path))
-        if index < 0:
-            index = self.base_box.count() - 1
-            self.base_box.insertItem(index, Path(path).stem, str(path))
-        self.base_box.setCurrentIndex(index)
-        return True
+        """Add a checkpoint to the base picker and select it (False and a notification when it
+        is not one)."""
+        return self.base_box.add(path)
 
-    def _on_base_activated(self, index: int) -> None:
-        if self.base_box.itemText(index) == LOAD:
-            path, _ = QFileDialog.getOpenFileName(self, "Base checkpoint", "", "*.safetensors")
-            if not (path and self.load_base(path)):
-                self.base_box.setCurrentIndex(0)
-
-    def _on_base_changed(self, index: int | None = None) -> None:
-        """Parameter counts per part and the base's learning rate."""
+    def _on_base_changed(self, base: Path | None) -> None:
+        """Read the parameter counts per part and the base's learning rate in the background
+        (after the running job, if any); Train waits for them."""
         self.part_box.clear()
-        if self.base is None:
+        self.train_button.setEnabled(False)
+        if base is None or self.runner.busy:  # a running job reads the base when it ends
             return
-        try:
-            model = load_checkpoint(self.base)
-        except VstainError as e:
-            notify_error(e)
+        self.runner.run(Call(lambda: base_facts(base)), done=lambda job: self._show_base(base, job))
+
+    def _show_base(self, base: Path, job: Call) -> None:
+        if base != self.base:  # another base was chosen meanwhile
+            self._on_base_changed(self.base)
             return
-        counts = trainable_counts(model)
+        if job.error is not None:
+            self.status_label.setText("The base checkpoint does not load: see the notification.")
+            return
+        self.train_button.setEnabled(True)
+        counts, lr = job.result
         for part in PARTS:
             self.part_box.addItem(f"{part} ({counts[part]:,} weights)", part)
-        self.lr_box.setValue(float(model.card.config.get("lr", 1e-4)))
-        self.lr_box.setEnabled("lr" in model.card.config)
+        self.lr_box.setValue(1e-4 if lr is None else float(lr))
+        self.lr_box.setEnabled(lr is not None)
 
     # ---- regions --------------------------------------------------------------------------------
 
@@ -258,7 +251,7 @@ class FinetuneWidget(ShutdownOnClose, QWidget):
 
     @property
     def busy(self) -> bool:
-        return self._job is not None
+        return self.runner.busy
 
     def _slide(self, layer) -> Slide:
         return self._slides.of(layer)
@@ -270,9 +263,7 @@ class FinetuneWidget(ShutdownOnClose, QWidget):
         ihc = self._slide(layer)
         reg = layer.metadata.get("vstain_registration")
         if reg is not None:
-            return lambda x, y, w, h, lvl: reg.warp_ihc_region(
-                ihc, x, y, w, h, he.downsamples[lvl]
-            )[0]
+            return registered_reader(he, ihc, reg)
         if ihc.shape == he.shape:
             return ihc
         raise SlideError(
@@ -280,8 +271,8 @@ class FinetuneWidget(ShutdownOnClose, QWidget):
         )
 
     def _request(self) -> FinetuneRequest:
-        if self.base is None:
-            raise VstainError("Choose a base checkpoint.")
+        if self.base is None or self.part_box.currentData() is None:
+            raise VstainError("Choose a base checkpoint and wait until it is read.")
         he_layer = self._he_layer()
         he = self._slide(he_layer)
         out = self.out_edit.text().strip()
@@ -308,7 +299,7 @@ class FinetuneWidget(ShutdownOnClose, QWidget):
 
     def train(self) -> None:
         """Start fine-tuning in the background."""
-        if self._job is not None:
+        if self.runner.busy:
             return
         try:
             request = self._request()
@@ -317,26 +308,20 @@ class FinetuneWidget(ShutdownOnClose, QWidget):
             return
         self.loss_plot.clear()
         self.val_plot.clear()
-        self.watch_close()
-        self._job = FinetuneJob(request).start()
         self.progress_bar.setRange(0, request.settings["steps"])
         self.progress_bar.setValue(0)
         self.train_button.setEnabled(False)
         self.stop_button.setEnabled(True)
         self.status_label.setText("Training...")
-        self._timer.start()
+        self.runner.run(FinetuneJob(request), tick=self._tick, done=self._finish)
 
     def stop(self) -> None:
         """Stop at the next step; the best validated checkpoint so far is kept."""
-        if self._job is not None:
-            self._job.cancel()
+        if isinstance(self.runner.job, FinetuneJob):
+            self.runner.cancel()
             self.status_label.setText("Stopping...")
 
-    def _poll(self) -> None:
-        job = self._job
-        if job is None:
-            return
-        finished = job.finished
+    def _tick(self, job: FinetuneJob) -> None:
         while job.losses:
             step, losses = job.losses.popleft()
             self.loss_plot.add(step, losses)
@@ -344,17 +329,15 @@ class FinetuneWidget(ShutdownOnClose, QWidget):
             step, metrics = job.validations.popleft()
             self.val_plot.add(step, {k: metrics[k] for k in SCORES if k in metrics})
         while job.previews:
-            self._show_preview(*job.previews.popleft())
+            self._show_preview(job.request, *job.previews.popleft())
         self.progress_bar.setValue(job.step)
         eta = job.eta_seconds
-        if not finished and eta is not None:
+        if not job.finished and eta is not None:
             self.status_label.setText(f"Step {job.step} of {job.steps}, about {eta:.0f} s left.")
-        if finished:
-            self._finish(job)
 
-    def _show_preview(self, step: int, rgb: np.ndarray, window) -> None:
+    def _show_preview(self, request: FinetuneRequest, step: int, rgb: np.ndarray, window) -> None:
         he = self._he_layer()
-        ds = self._job.request.he.downsamples[self._job.request.level]
+        ds = request.he.downsamples[request.level]
         placement = aligned_placement(he, ds)
         x, y = window[:2]
         placement["translate"] = tuple(
@@ -364,13 +347,12 @@ class FinetuneWidget(ShutdownOnClose, QWidget):
         self.status_label.setText(f"Preview updated at step {step} (1/{ds:g} resolution).")
 
     def _finish(self, job: FinetuneJob) -> None:
-        self._timer.stop()
-        self._job = None
-        self.train_button.setEnabled(True)
+        self.train_button.setEnabled(self.part_box.count() > 0)
         self.stop_button.setEnabled(False)
-        if job.error is not None:
+        if self.base is not None and self.part_box.count() == 0:  # chosen while training
+            self._on_base_changed(self.base)
+        if job.error is not None:  # the runner showed it
             self.status_label.setText("Failed: see the notification. The base is untouched.")
-            notify_error(job.error)
             return
         result = job.result
         if result.checkpoint is None:
@@ -387,14 +369,6 @@ class FinetuneWidget(ShutdownOnClose, QWidget):
             notifications.show_warning(result.warning)
         notifications.show_info(f"Fine-tuned checkpoint saved: {result.checkpoint}")
         hub.checkpoint_saved.emit(result.checkpoint)
-
-    def shutdown(self) -> None:
-        """Stop training (keeping the best so far) and wait for the thread."""
-        self._timer.stop()
-        if self._job is not None:
-            self._job.cancel()
-            self._job.wait(30)
-            self._job = None
 
 
 def _spin(low: int, high: int, value: int) -> QSpinBox:

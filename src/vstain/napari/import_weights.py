@@ -1,28 +1,23 @@
 """The model picker's "Import public weights...": a public ``*_net_G.pth`` (pix2pix, CycleGAN,
-CUT, ASP, BCI) becomes a vstain checkpoint, imported on a worker thread."""
+CUT, ASP, BCI) becomes a vstain checkpoint, imported on a job thread."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
-from napari.qt.threading import FunctionWorker, create_worker
 from napari.utils import notifications
 from qtpy.QtWidgets import QFileDialog, QWidget
 
 from vstain.models.importers import import_checkpoint
+from vstain.napari.job_runner import JobRunner
+from vstain.napari.thread_job import Call
 
 IMPORT_WEIGHTS = "Import public weights..."
 
 
-def ask_import(
-    parent: QWidget,
-    on_imported: Callable[[Path], None],
-    on_error: Callable[[BaseException], None],
-) -> FunctionWorker | None:
-    """Ask for a generator ``.pth`` and where to save the checkpoint, then import in the
-    background: ``on_imported(checkpoint)`` or ``on_error(error)`` run on the main thread.
-    None when a dialog was cancelled."""
+def ask_import(parent: QWidget) -> tuple[Path, Path] | None:
+    """Ask for a generator ``.pth`` and where to save its checkpoint; None when cancelled."""
     pth, _ = QFileDialog.getOpenFileName(
         parent, "Public generator weights (*_net_G.pth)", "", "PyTorch state dicts (*.pth *.pt)"
     )
@@ -34,21 +29,27 @@ def ask_import(
         str(Path(pth).with_suffix(".safetensors")),
         "vstain checkpoints (*.safetensors)",
     )
-    if not out:
-        return None
+    return (Path(pth), Path(out)) if out else None
 
-    def imported(model) -> None:
-        card = model.card
+
+def run_import(
+    runner: JobRunner, pth: Path, out: Path, on_imported: Callable[[Path], object]
+) -> None:
+    """Import ``pth`` into ``out`` on ``runner``; then say what was imported and call
+    ``on_imported(out)`` on the main thread (an error is a notification)."""
+
+    def imported(job: Call) -> None:
+        if job.error is not None:
+            return
+        card = job.result.card
         notifications.show_info(
-            f"Imported {Path(pth).name} ({card.provenance['layout']}) as {card.architecture}. "
+            f"Imported {pth.name} ({card.provenance['layout']}) as {card.architecture}. "
             "Its card states no marker or pixel size (full resolution is used); "
             "`vstain import --marker M --pixel-size UM` records them."
         )
-        on_imported(Path(out))
+        on_imported(out)
 
-    return create_worker(  # errors go to on_error only (not re-raised in the event loop)
-        import_checkpoint,
-        Path(pth),
-        Path(out),
-        _connect={"returned": imported, "errored": on_error},
-    )
+    if runner.busy:
+        notifications.show_warning("An import is still running; wait for it.")
+        return
+    runner.run(Call(lambda: import_checkpoint(pth, out)), done=imported)

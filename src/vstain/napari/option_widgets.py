@@ -1,8 +1,10 @@
-"""Editors for a model's predict options (sampler steps, n_samples, ...) built from defaults."""
+"""Editors for a model's predict options (sampler steps, n_samples, ...), built by magicgui from
+the options' defaults."""
 
 from __future__ import annotations
 
-from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QSpinBox, QWidget
+from magicgui.widgets import Container, Widget, create_widget
+from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 #: Tooltips of option names the models share.
 HELP = {
@@ -18,68 +20,49 @@ HELP = {
 }
 
 
-def _label(name: str) -> str:
-    return name.replace("_", " ").capitalize()
+#: Editor settings by the type of an option's default (bool before int: a bool is an int).
+RANGES = {bool: {}, int: {"min": 0, "max": 100_000}, float: {"min": -1e6, "max": 1e6, "step": 1e-3}}
+
+
+def editor(name: str, default, choices: list[str] | None) -> Widget | None:
+    """magicgui's editor for an option: a list for options with choices, else one for the type of
+    its default (a check box, a spin box); None for an option without a usable default."""
+    if choices:
+        value, options = (default if default in choices else choices[0]), {"choices": choices}
+    else:
+        kind = next((t for t in RANGES if isinstance(default, t)), None)
+        if kind is None:
+            return None
+        value, options = default, RANGES[kind]
+    widget = create_widget(
+        value, name=name, label=name.replace("_", " ").capitalize(), options=options
+    )
+    widget.tooltip = HELP.get(name, "")
+    return widget
 
 
 class OptionsPanel(QWidget):
-    """A form with one editor per option: spin boxes for numbers, a check box for flags, a list
-    for options with choices (samplers, the card's markers); options without a usable default
-    are left to the model."""
+    """A form with one editor per option (see `editor`); options without a usable default are
+    left to the model. ``form`` is the magicgui container of the editors, by option name."""
 
     def __init__(self):
         super().__init__()
-        self._form = QFormLayout(self)
-        self._form.setContentsMargins(0, 0, 0, 0)
-        self._editors: dict[str, QWidget] = {}
+        self.form = Container(labels=True)
+        self.form.margins = (0, 0, 0, 0)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.form.native)
 
     def set_options(self, defaults: dict[str, object], choices: dict[str, list[str]]) -> None:
         """Replace the editors by ones for ``defaults`` (option name -> default value) and
         ``choices`` (option name -> allowed values)."""
-        while self._form.rowCount():
-            self._form.removeRow(0)
-        self._editors = {}
+        self.form.clear()
         for name, default in defaults.items():
-            editor = _editor(default, choices.get(name))
-            if editor is not None:
-                editor.setToolTip(HELP.get(name, ""))
-                self._form.addRow(_label(name), editor)
-                self._editors[name] = editor
-        self.setVisible(bool(self._editors))
+            widget = editor(name, default, choices.get(name))
+            if widget is not None:
+                self.form.append(widget)
+        self.setVisible(len(self.form) > 0)
 
     def values(self) -> dict[str, object]:
         """The options as edited, by name."""
-        return {name: _value(editor) for name, editor in self._editors.items()}
-
-
-def _editor(default, choices: list[str] | None) -> QWidget | None:
-    if choices:
-        box = QComboBox()
-        box.addItems(choices)
-        if default in choices:
-            box.setCurrentText(default)
-        return box
-    if isinstance(default, bool):
-        box = QCheckBox()
-        box.setChecked(default)
-        return box
-    if isinstance(default, int):
-        box = QSpinBox()
-        box.setRange(0, 100_000)
-        box.setValue(default)
-        return box
-    if isinstance(default, float):
-        box = QDoubleSpinBox()
-        box.setDecimals(3)
-        box.setRange(-1e6, 1e6)
-        box.setValue(default)
-        return box
-    return None
-
-
-def _value(editor: QWidget):
-    if isinstance(editor, QComboBox):
-        return editor.currentText()
-    if isinstance(editor, QCheckBox):
-        return editor.isChecked()
-    return editor.value()
+        return self.form.asdict()

@@ -1,8 +1,8 @@
 """The "Virtual stain" dock widget: pick a model and an H&E layer, stain what you look at.
 
 The widget holds no science: it turns clicks into `StainRequest`s, runs one `StainJob` at a time
-on a background thread, and on the main thread (a QTimer polling the job) shows progress and
-refreshes the output layers as tiles land.
+through its `JobRunner`, and on the main thread shows progress and refreshes the output layers as
+tiles land.
 """
 
 from __future__ import annotations
@@ -19,11 +19,9 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QGridLayout,
     QHBoxLayout,
-    QLabel,
     QLineEdit,
     QProgressBar,
     QPushButton,
-    QSizePolicy,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -35,18 +33,21 @@ from vstain.models import ModelError, choose_device, read_card
 from vstain.models.device import available_devices
 from vstain.models.registry import option_choices, predict_options
 from vstain.napari import store_layers
-from vstain.napari.closing import ShutdownOnClose
+from vstain.napari.checkpoint_picker import CheckpointPicker, checked_card
 from vstain.napari.hub import hub
-from vstain.napari.import_weights import IMPORT_WEIGHTS, ask_import
-from vstain.napari.job import StainJob, StainRequest
+from vstain.napari.import_weights import IMPORT_WEIGHTS, ask_import, run_import
+from vstain.napari.job_runner import JobRunner
 from vstain.napari.layer_choice import (
     SlideCache,
     fill_box,
     shapes_layers,
     slide_layers,
 )
+from vstain.napari.model_cache import MODELS
 from vstain.napari.model_choice import card_summary, card_warning, layer_prefix
+from vstain.napari.notify import notify_error
 from vstain.napari.option_widgets import OptionsPanel
+from vstain.napari.stain_job import StainJob, StainRequest
 from vstain.napari.viewport import (
     rectangle_regions,
     region_centre,
@@ -54,32 +55,16 @@ from vstain.napari.viewport import (
     visible_region,
     visible_world_box,
 )
-from vstain.pipeline import ModelCache
-from vstain.weights import shipped_checkpoints
+from vstain.napari.wrapping_label import wrapping_label
 
-LOAD_CHECKPOINT = "Load checkpoint..."
 #: Layers refresh at most this often while tiles land (a refresh of a 1600 x 1000 canvas costs
 #: the main thread about 100 ms here, slicing plus drawing; see docs/napari.md).
 REFRESH_MS = 200
 #: Auto re-stains this long after the camera stops moving.
 AUTO_DELAY_MS = 300
-#: Closing napari waits at most this long for the running tile batch to finish.
-CLOSE_WAIT_S = 30.0
 #: Tiles per model call: on a CPU one at a time is fastest per tile (and shows the first tile
 #: soonest); accelerators gain from batches.
 CPU_BATCH, ACCELERATOR_BATCH = 1, 4
-
-
-def notify_error(error: BaseException) -> None:
-    """Show an error as a napari notification (napari keeps running)."""
-    if isinstance(error, VstainError):
-        notifications.show_error(str(error))
-    elif isinstance(error, OSError):
-        notifications.show_error(
-            f"{error}. Check the output folder, its permissions and free space."
-        )
-    else:
-        notifications.notification_manager.receive_error(type(error), error, error.__traceback__)
 
 
 def default_batch(device: str) -> int:
@@ -87,26 +72,14 @@ def default_batch(device: str) -> int:
     return CPU_BATCH if choose_device(device).type == "cpu" else ACCELERATOR_BATCH
 
 
-def wrapping_label(text: str = "") -> QLabel:
-    """A label that wraps its text to the panel's width instead of widening the panel."""
-    label = QLabel(text)
-    label.setWordWrap(True)
-    label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-    return label
-
-
-class VirtualStainWidget(ShutdownOnClose, QWidget):
+class VirtualStainWidget(QWidget):
     """Model, device and layer pickers; Stain view / Auto / selection / whole slide; progress."""
 
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
-        self.models = ModelCache()
+        self.models = MODELS
         self._slides = SlideCache()
-        self._checkpoints: dict[str, Path] = {}
-        self._model_index = -1
-        self._job: StainJob | None = None
-        self._import_worker = None
         self._job_layer = None
         self._job_prefix = ""
         self._job_started = 0.0
@@ -115,21 +88,17 @@ class VirtualStainWidget(ShutdownOnClose, QWidget):
         self._pending: tuple | None = None  # (request, slide layer, layer name prefix)
 
         self._build()
-        self._poll_timer = QTimer(self)
-        self._poll_timer.setInterval(REFRESH_MS)
-        self._poll_timer.timeout.connect(self._poll)
+        self.runner = JobRunner(self, REFRESH_MS)
+        self.runner.closed.connect(self._on_close)
         self._auto_timer = QTimer(self)
         self._auto_timer.setSingleShot(True)
         self._auto_timer.setInterval(AUTO_DELAY_MS)
         self._auto_timer.timeout.connect(self._auto_stain)
 
-        for name, path in shipped_checkpoints().items():
-            self._add_model_item(name, path)
-        self.model_box.addItem(LOAD_CHECKPOINT)
-        self.model_box.addItem(IMPORT_WEIGHTS)
-        self.model_box.currentIndexChanged.connect(self._on_model_changed)
-        self.model_box.activated.connect(self._on_model_activated)
-        self._on_model_changed(self.model_box.currentIndex())
+        self.import_runner = JobRunner(self)
+        self.model_box.add_action(IMPORT_WEIGHTS, self._import_weights)
+        self.model_box.checkpoint_changed.connect(self._on_model_changed)
+        self._on_model_changed(self.model_box.checkpoint)
 
         layers = self.viewer.layers.events
         for event in (layers.inserted, layers.removed, layers.moved):
@@ -141,7 +110,7 @@ class VirtualStainWidget(ShutdownOnClose, QWidget):
     # ---- construction -------------------------------------------------------------------------
 
     def _build(self) -> None:
-        self.model_box = QComboBox()
+        self.model_box = CheckpointPicker()
         self.card_label, self.warning_label = wrapping_label(), wrapping_label()
         self.warning_label.setStyleSheet("color: #f0a030; font-weight: bold;")
         self.device_box = QComboBox()
@@ -228,63 +197,19 @@ class VirtualStainWidget(ShutdownOnClose, QWidget):
 
     # ---- model ----------------------------------------------------------------------------------
 
-    def _add_model_item(self, name: str, path: Path) -> int:
-        index = self.model_box.findText(LOAD_CHECKPOINT)  # checkpoints go before the actions
-        index = self.model_box.count() if index < 0 else index
-        self.model_box.insertItem(index, name, str(path))
-        self._checkpoints[name] = Path(path)
-        return index
-
     def load_checkpoint(self, path: str | Path) -> bool:
         """Add a checkpoint file to the model picker and select it; False (and a notification)
         when it is not a vstain checkpoint."""
-        path = Path(path)
-        try:
-            read_card(path)
-        except VstainError as e:
-            notify_error(e)
-            return False
-        name = path.stem
-        if name in self._checkpoints and self._checkpoints[name] != path:
-            name = str(path)
-        index = self.model_box.findText(name)
-        if index < 0:
-            index = self._add_model_item(name, path)
-        self.model_box.setCurrentIndex(index)
-        return True
-
-    def _ask_checkpoint(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self, "Load a vstain checkpoint", "", "vstain checkpoints (*.safetensors)"
-        )
-        if not (path and self.load_checkpoint(path)) and self._model_index >= 0:
-            self.model_box.setCurrentIndex(self._model_index)
+        return self.model_box.add(path)
 
     def _import_weights(self) -> None:
         """Import a public generator in the background; select it when it is saved."""
-        if self._model_index >= 0:
-            self.model_box.setCurrentIndex(self._model_index)
-        self._import_worker = ask_import(self, self.load_checkpoint, notify_error)
+        files = ask_import(self)
+        if files is not None:
+            run_import(self.import_runner, *files, self.load_checkpoint)
 
-    def _on_model_activated(self, index: int) -> None:
-        if self.model_box.itemText(index) == LOAD_CHECKPOINT:
-            self._ask_checkpoint()
-        elif self.model_box.itemText(index) == IMPORT_WEIGHTS:
-            self._import_weights()
-
-    def _on_model_changed(self, index: int) -> None:
-        if self.model_box.itemText(index) in (LOAD_CHECKPOINT, IMPORT_WEIGHTS):
-            if self._model_index < 0:
-                self._show_card(None)
-            return
-        self._model_index = index
-        self.models.clear()
-        try:
-            card = read_card(self.model_box.itemData(index))
-        except VstainError as e:
-            notify_error(e)
-            card = None
-        self._show_card(card)
+    def _on_model_changed(self, path: Path | None) -> None:
+        self._show_card(None if path is None else checked_card(path))
 
     def _show_card(self, card) -> None:
         if card is None:
@@ -312,20 +237,20 @@ class VirtualStainWidget(ShutdownOnClose, QWidget):
 
     @property
     def has_model(self) -> bool:
-        return self._model_index >= 0
+        return self.model_box.checkpoint is not None
 
     @property
     def busy(self) -> bool:
         """True while a job runs or waits to run."""
-        return self._job is not None or self._pending is not None
+        return self.runner.busy or self._pending is not None
 
     @property
     def model_name(self) -> str:
-        return self.model_box.itemText(self._model_index)
+        return self.model_box.name
 
     @property
     def checkpoint(self) -> Path:
-        return Path(self.model_box.itemData(self._model_index))
+        return self.model_box.checkpoint
 
     # ---- layers ---------------------------------------------------------------------------------
 
@@ -370,13 +295,12 @@ class VirtualStainWidget(ShutdownOnClose, QWidget):
             out_dir=self._out_dir(slide),
         )
         order = (request, layer, layer_prefix(self.checkpoint.stem, read_card(self.checkpoint)))
-        self.watch_close()
-        if self._job is None:
+        if not self.runner.busy:
             self._start(*order)
             return
         self._pending = order
-        if self._job.request.kind == "view" and kind == "view":
-            self._job.cancel()
+        if self.runner.job.request.kind == "view" and kind == "view":
+            self.runner.cancel()
         else:
             self.status_label.setText("Queued: starts when the running job ends.")
 
@@ -422,12 +346,11 @@ class VirtualStainWidget(ShutdownOnClose, QWidget):
     def cancel(self) -> None:
         """Stop the running job at the next tile (what is done stays done) and drop queued work."""
         self._pending = None
-        if self._job is not None:
-            self._job.cancel()
+        if self.runner.busy:
+            self.runner.cancel()
             self.status_label.setText("Cancelling...")
 
     def _start(self, request: StainRequest, layer, prefix: str) -> None:
-        self._job = StainJob(request, self.models).start()
         self._job_layer = layer
         self._job_prefix = prefix
         self._job_started = time.perf_counter()
@@ -436,23 +359,17 @@ class VirtualStainWidget(ShutdownOnClose, QWidget):
         self.progress_bar.setMaximum(0)
         self.cancel_button.setEnabled(True)
         self.status_label.setText(f"Staining ({request.kind})...")
-        self._poll_timer.start()
+        self.runner.run(StainJob(request, self.models), tick=self._tick, done=self._finish)
 
-    # ---- main-thread polling ---------------------------------------------------------------------
+    # ---- on the main thread, while the job runs and when it ends ---------------------------------
 
-    def _poll(self) -> None:
-        job = self._job
-        if job is None:
-            return
-        finished = job.finished  # before reading progress, so the last tiles are shown
+    def _tick(self, job: StainJob) -> None:
         updates = job.updates
         if updates != self._seen_updates:
             self._seen_updates = updates
             self._show_progress(job)
-            if not finished and self._in_view(job.take_landed(), job.downsample):
+            if not job.finished and self._in_view(job.take_landed(), job.downsample):
                 self._refresh_layers(job)
-        if finished:
-            self._finish(job)
 
     def _in_view(self, tiles: list, downsample: float) -> bool:
         """Whether any of ``tiles`` shows in the canvas: a refresh costs the main thread tens of
@@ -480,14 +397,11 @@ class VirtualStainWidget(ShutdownOnClose, QWidget):
         store_layers.refresh(self._layers, final=final)
 
     def _finish(self, job: StainJob) -> None:
-        self._poll_timer.stop()
-        self._job = None
         self.cancel_button.setEnabled(False)
-        if job.error is not None:
+        if job.error is not None:  # the runner showed it
             self.progress_bar.setMaximum(1)
             self.progress_bar.setValue(0)
             self.status_label.setText("Failed: see the notification.")
-            notify_error(job.error)
         else:
             self._refresh_layers(job, final=True)
             total = sum(r.total for r in job.results)
@@ -540,12 +454,7 @@ class VirtualStainWidget(ShutdownOnClose, QWidget):
     def _sync_side_by_side(self, event=None) -> None:
         self.side_button.setChecked(self.viewer.canvas.grid.enabled)
 
-    def shutdown(self) -> None:
-        """Cancel running and queued work, wait for the thread to stop, free the model."""
+    def _on_close(self) -> None:
+        """napari closed (the runner stopped the running job): no auto staining, no queued job."""
         self._auto_timer.stop()
-        self._poll_timer.stop()
-        self.cancel()
-        if self._job is not None:
-            self._job.wait(CLOSE_WAIT_S)
-            self._job = None
-        self.models.clear()
+        self._pending = None

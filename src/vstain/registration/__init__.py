@@ -1,6 +1,7 @@
 """Registration of an adjacent-section IHC slide to its H&E: affine, local field, control points."""
 
 from vstain.registration.field import DisplacementField
+from vstain.registration.reader import registered_reader
 from vstain.registration.registration import (
     AGREEMENT_OK,
     QUALITY_OK,
@@ -16,4 +17,5 @@ __all__ = [
     "Registration",
     "RegistrationError",
     "register",
+    "registered_reader",
 ]

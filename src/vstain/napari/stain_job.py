@@ -1,19 +1,19 @@
 """One staining job of the widget, planned and run by `vstain.pipeline` on a background thread.
 
-Nothing here touches napari or Qt: the widget polls ``updates`` / ``progress`` / ``finished`` from
-the main thread and cancels through the job's `CancelToken`.
+Nothing here touches napari or Qt: the widget's `JobRunner` reads ``updates`` / ``progress`` /
+``take_landed()`` on the main thread and cancels through the job's `CancelToken`.
 """
 
 from __future__ import annotations
 
-import threading
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vstain.io import Slide
+from vstain.napari.thread_job import ThreadJob
 from vstain.pipeline import ModelCache, plan_run, run_plan
-from vstain.tiles import CancelToken, Progress, RunResult, Tile
+from vstain.tiles import Progress, RunResult, Tile
 
 Region = tuple[int, int, int, int]
 
@@ -43,47 +43,6 @@ def store_path(request: StainRequest, sha256: str) -> Path:
     model = f"{request.checkpoint.stem}-{sha256[:8]}"
     options = "".join(f"-{k}{v}" for k, v in sorted(request.options.items()))
     return request.out_dir / f"{request.slide.path.name}.{model}-t{request.tile}{options}.zarr"
-
-
-class ThreadJob:
-    """Work on its own thread, with a cancel token; its state is read from any thread and an
-    error it raises is kept in ``error`` for the widget to show on the main thread."""
-
-    name = "vstain-job"
-
-    def __init__(self):
-        self.cancel_token = CancelToken()
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True, name=self.name)
-
-    def start(self):
-        self._thread.start()
-        return self
-
-    def cancel(self) -> None:
-        self.cancel_token.cancel()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait for the thread to end; True if it has."""
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-    @property
-    def finished(self) -> bool:
-        return self._thread.ident is not None and not self._thread.is_alive()
-
-    @property
-    def cancelled(self) -> bool:
-        return self.cancel_token.cancelled
-
-    def _run(self) -> None:
-        try:
-            self.work()
-        except BaseException as e:  # reported by the widget on the main thread
-            self.error = e
-
-    def work(self) -> None:
-        raise NotImplementedError
 
 
 class StainJob(ThreadJob):

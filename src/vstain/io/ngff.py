@@ -88,9 +88,7 @@ def structure_problem(multiscale: object) -> str | None:
             return "'coordinateTransformations' must be a list of objects"
         for t in transforms:
             scale = t.get("scale") if t.get("type") == "scale" else [1]
-            if not isinstance(scale, list) or not all(
-                finite_number(v) and v > 0 for v in scale
-            ):
+            if not isinstance(scale, list) or not all(finite_number(v) and v > 0 for v in scale):
                 return f"a scale must be a list of positive numbers, got {scale!r}"
     return None
 

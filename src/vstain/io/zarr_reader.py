@@ -114,7 +114,9 @@ def check_scales(
                 )
 
 
-def _pixel_size(scale0: list[float], axes: list[tuple[str, str | None]]) -> tuple[float | None, str]:
+def _pixel_size(
+    scale0: list[float], axes: list[tuple[str, str | None]]
+) -> tuple[float | None, str]:
     """Level-0 x scale in micrometres, and where it came from (or why there is none)."""
     names = [name.lower() for name, _ in axes]
     x = names.index("x")

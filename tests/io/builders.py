@@ -158,3 +158,38 @@ def write_synth_pair(folder: Path, size: int, seed: int) -> list[Path]:
         write_ome_tiff(Slide(path, [array], 0.5), path, pixel_size=0.5, compression="deflate")
         paths.append(path)
     return paths
+
+
+def set_tiff_tag(path: Path, name: str, value: int, page: int = 0) -> None:
+    """Overwrite the (first) value of tag ``name`` of ``page`` in place, as a corrupt or hostile
+    header would state it."""
+    import struct
+
+    with tifffile.TiffFile(path) as tif:
+        tag = tif.pages[page].tags[name]
+        offset, code = tag.valueoffset, tifffile.DATATYPE(tag.dtype).name
+        fmt = tif.byteorder + {"SHORT": "H", "LONG": "I", "LONG8": "Q"}[code]
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(struct.pack(fmt, value))
+
+
+def set_png_size(path: Path, width: int, height: int) -> None:
+    """Rewrite a PNG's IHDR width and height (with a valid CRC, so readers believe it)."""
+    import struct
+    import zlib
+
+    data = bytearray(path.read_bytes())
+    data[16:24] = struct.pack(">II", width, height)  # after signature, length and b"IHDR"
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+
+
+def set_jpeg_size(path: Path, width: int, height: int) -> None:
+    """Rewrite the size in a baseline JPEG's start-of-frame (SOF0) segment."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    path.write_bytes(bytes(data))

@@ -10,6 +10,7 @@ import torch
 
 from vstain.errors import ModelError
 from vstain.models.base import ModelCard, StainModel
+from vstain.models.config_limits import check_weight_memory, config_problems
 
 #: Card fields the registry sets from the architecture; they cannot be overridden.
 DERIVED_FIELDS = ("architecture", "config", "halo", "outputs", "normalisation")
@@ -102,6 +103,9 @@ def resolve_config(name: str, config: str | dict) -> dict:
             f"Config for {name!r} does not fit: missing keys {missing}, unknown keys "
             f"{unknown}. Start from vstain.models.model_configs({name!r})['small']."
         )
+    problems = config_problems(list(configs.values()), config)
+    if problems:
+        raise ModelError(f"Config of {name!r} is invalid: {'; '.join(problems)}.")
     return copy.deepcopy(dict(config))
 
 
@@ -141,6 +145,7 @@ def build(card: ModelCard) -> StainModel:
             f"{cls.size_multiple}, got {card.tile_size}."
         )
     try:
+        check_weight_memory(lambda: cls(replace(card, config=config)), card.architecture)
         model = cls(replace(card, config=config))
     except (ValueError, TypeError) as e:
         raise ModelError(

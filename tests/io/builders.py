@@ -160,17 +160,17 @@ def write_synth_pair(folder: Path, size: int, seed: int) -> list[Path]:
     return paths
 
 
-def set_tiff_tag(path: Path, name: str, value: int, page: int = 0) -> None:
-    """Overwrite the (first) value of tag ``name`` of ``page`` in place, as a corrupt or hostile
+def set_tiff_tag(path: Path, name: str, value: int, page: int = 0, index: int = 0) -> None:
+    """Overwrite value ``index`` of tag ``name`` of ``page`` in place, as a corrupt or hostile
     header would state it."""
     import struct
 
     with tifffile.TiffFile(path) as tif:
         tag = tif.pages[page].tags[name]
-        offset, code = tag.valueoffset, tifffile.DATATYPE(tag.dtype).name
+        code = tifffile.DATATYPE(tag.dtype).name
         fmt = tif.byteorder + {"SHORT": "H", "LONG": "I", "LONG8": "Q"}[code]
     with open(path, "r+b") as f:
-        f.seek(offset)
+        f.seek(tag.valueoffset + index * struct.calcsize(fmt))
         f.write(struct.pack(fmt, value))
 
 

@@ -172,8 +172,8 @@ def _level(series: tifffile.TiffPageSeries, k: int, path: Path) -> da.Array:
     if page.photometric not in RGB_PHOTOMETRICS:
         check_channels(array.shape[-1], path)  # explains grayscale (1 or 2 channels)
         raise SlideError(
-            f"{path} stores {array.shape[-1]} channels as photometric "
-            f"{getattr(page.photometric, 'name', page.photometric)} (not RGB); "
+            f"{path} stores {array.shape[-1]} channels as "
+            f"{getattr(page.photometric, 'name', f'photometric {page.photometric}')} (not RGB); "
             "vstain needs an RGB brightfield H&E or IHC image. Export the slide as RGB."
         )
     return rgb_uint8_lazy(array, path)

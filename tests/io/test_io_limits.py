@@ -1,6 +1,7 @@
 """Hostile or corrupt inputs: sizes claimed by headers are refused before anything is allocated,
 and damaged files end in a one-line `SlideError`, never a traceback or a silently wrong image."""
 
+import functools
 import json
 import shutil
 
@@ -90,16 +91,27 @@ def svs(tmp_path):
 
 def _cut_inside_ifd(path, page):
     with tifffile.TiffFile(path) as tif:
-        return tif.pages[page].offset + 30
+        cut = tif.pages[page].offset + 30
+    path.write_bytes(path.read_bytes()[:cut])
 
 
-@pytest.mark.parametrize("page", [0, 1, 2])
-def test_svs_truncated_inside_an_ifd_is_a_one_line_error_without_log_noise(svs, page, capfd):
-    cut = _cut_inside_ifd(svs, page)
-    svs.write_bytes(svs.read_bytes()[:cut])
+def _first_ifd_past_the_end(path):
+    """As a scanner's SVS truncated before its first IFD, which it writes after the tiles."""
+    data = bytearray(path.read_bytes())
+    data[4:8] = (len(data) + 1000).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [*(functools.partial(_cut_inside_ifd, page=k) for k in range(3)), _first_ifd_past_the_end],
+    ids=["ifd0", "ifd1", "ifd2", "ifd-past-end"],
+)
+def test_truncated_svs_is_a_one_line_error_without_log_noise(svs, damage, capfd):
+    damage(svs)
     with pytest.raises(SlideError, match="corrupt") as error:
         open_slide(svs)
-    assert "\n" not in str(error.value)
+    assert "\n" not in str(error.value) and "empty image" not in str(error.value)
     assert capfd.readouterr().err == ""
 
 

@@ -22,7 +22,9 @@ DAMAGE = {
 def test_damaged_store_is_refused_when_reopened(tmp_path, damage):
     root = tmp_path / "out.zarr"
     spec = OutputSpec("ihc", "rgb", 3, background=1.0)
-    OutputStore.create(root, shape=(1024, 1024), tile=64, specs=[spec], pixel_size=None, settings={})
+    OutputStore.create(
+        root, shape=(1024, 1024), tile=64, specs=[spec], pixel_size=None, settings={}
+    )
     DAMAGE[damage](root)
     with pytest.raises(VstainError, match="use --overwrite") as error:
         OutputStore.open(root)

@@ -82,6 +82,7 @@ def open_tiff(path: Path) -> Slide:
                 raise _unreadable(path, e) from e
             _check_log(log, path)
             if series is None or series.size == 0 or 0 in shape:
+                _check_log(log, path, logging.WARNING)  # e.g. the first IFD is past the end
                 raise SlideError(f"{path} has no pixels (an empty image). It is not a slide.")
             check_sides(path, [_shape_yx(level) for level in series.levels])
             check_extents(series, path)
@@ -95,9 +96,10 @@ def open_tiff(path: Path) -> Slide:
     return Slide(path, levels, pixel_size, metadata)
 
 
-def _check_log(log: list[logging.LogRecord], path: Path) -> None:
-    """Raise `SlideError` if tifffile logged an error (a structure it could not parse)."""
-    errors = [r.getMessage() for r in log if r.levelno >= logging.ERROR]
+def _check_log(log: list[logging.LogRecord], path: Path, level: int = logging.ERROR) -> None:
+    """Raise `SlideError` if tifffile logged at ``level`` or above (by default errors: structures
+    it could not parse)."""
+    errors = [r.getMessage() for r in log if r.levelno >= level]
     if errors:
         raise SlideError(
             f"{path} is truncated or corrupt (tifffile: {errors[0][:200]}). Copy or export the "

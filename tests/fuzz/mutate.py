@@ -183,14 +183,12 @@ def _tamper_safetensors(data: bytes, target: Path, rng) -> tuple[str, bytes]:
         value = values[int(rng.integers(len(values)))]
         return f"header length = {value}", struct.pack("<Q", value) + data[8:]
     if rng.integers(2):
-        card = json.loads(header["__metadata__"]["vstain_card"])
-        how, text = tamper_json(card, rng)
+        how, text = tamper_json(json.loads(header["__metadata__"]["vstain_card"]), rng)
         header["__metadata__"]["vstain_card"] = text
-        how = f"card: {how}"
+        how, text = f"card: {how}", json.dumps(header)
     else:
         how, text = tamper_json(header, rng)
-        header = json.loads(text)
-    raw = json.dumps(header).encode()
+    raw = text.encode()
     return how, struct.pack("<Q", len(raw)) + raw + data[8 + n :]
 
 

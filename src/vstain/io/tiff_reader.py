@@ -21,7 +21,7 @@ import zarr
 from tifffile import PHOTOMETRIC
 from tifffile.tifffile import svs_description_metadata
 
-from vstain.errors import SlideError
+from vstain.errors import SlideError, VstainError
 from vstain.io.lazy import lazy_array
 from vstain.io.limits import check_decode, check_sides
 from vstain.io.pixels import check_channels, palette_to_rgb, rgb_uint8_lazy, to_yxc
@@ -75,25 +75,33 @@ def open_tiff(path: Path) -> Slide:
         except Exception as e:
             raise _unreadable(path, e) from e
         try:
-            try:
-                series = tif.series[0] if tif.series else None
-                shape = series.keyframe.shape if series is not None else ()
-            except Exception as e:
-                raise _unreadable(path, e) from e
-            _check_log(log, path)
-            if series is None or series.size == 0 or 0 in shape:
-                _check_log(log, path, logging.WARNING)  # e.g. the first IFD is past the end
-                raise SlideError(f"{path} has no pixels (an empty image). It is not a slide.")
-            check_sides(path, [_shape_yx(level) for level in series.levels])
-            check_extents(series, path)
-            levels = [_level(series, k, path) for k in range(len(series.levels))]
-            pixel_size, metadata = _describe(tif, series, path)
-            _check_log(log, path)
-        except BaseException:
+            levels, pixel_size, metadata = _read_structure(tif, path, log)
+        except BaseException as e:
             tif.close()
+            if isinstance(e, Exception) and not isinstance(e, VstainError | MemoryError):
+                # tifffile's properties raise many types for tag values out of range
+                raise _unreadable(path, e) from e
             raise
     metadata["warnings"] = [r.getMessage() for r in log]
     return Slide(path, levels, pixel_size, metadata)
+
+
+def _read_structure(
+    tif: tifffile.TiffFile, path: Path, log: list[logging.LogRecord]
+) -> tuple[list[da.Array], float | None, dict]:
+    """Levels, pixel size and metadata of the first series, after the structure checks."""
+    series = tif.series[0] if tif.series else None
+    shape = series.keyframe.shape if series is not None else ()
+    _check_log(log, path)
+    if series is None or series.size == 0 or 0 in shape:
+        _check_log(log, path, logging.WARNING)  # e.g. the first IFD is past the end
+        raise SlideError(f"{path} has no pixels (an empty image). It is not a slide.")
+    check_sides(path, [_shape_yx(level) for level in series.levels])
+    check_extents(series, path)
+    levels = [_level(series, k, path) for k in range(len(series.levels))]
+    pixel_size, metadata = _describe(tif, series, path)
+    _check_log(log, path)
+    return levels, pixel_size, metadata
 
 
 def _check_log(log: list[logging.LogRecord], path: Path, level: int = logging.ERROR) -> None:
@@ -174,8 +182,7 @@ def _level(series: tifffile.TiffPageSeries, k: int, path: Path) -> da.Array:
     if page.photometric not in RGB_PHOTOMETRICS:
         check_channels(array.shape[-1], path)  # explains grayscale (1 or 2 channels)
         raise SlideError(
-            f"{path} stores {array.shape[-1]} channels as "
-            f"{getattr(page.photometric, 'name', f'photometric {page.photometric}')} (not RGB); "
+            f"{path} stores {array.shape[-1]} channels as {page.photometric.name} (not RGB); "
             "vstain needs an RGB brightfield H&E or IHC image. Export the slide as RGB."
         )
     return rgb_uint8_lazy(array, path)

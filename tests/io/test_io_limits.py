@@ -193,6 +193,10 @@ NGFF_DAMAGE = {
         lambda root: _set_level0_shape(root, 10**6),
         "more than the 200000 px per side",
     ),
+    "level 0 claims 10^12 px": (
+        lambda root: _set_level0_shape(root, 10**12),
+        "more than the 200000 px per side",
+    ),
     "level 0 claims 100000 px over its level 1": (
         lambda root: _set_level0_shape(root, 100_000),
         "levels disagree with their scales",

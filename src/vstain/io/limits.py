@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,13 @@ def machine_memory() -> int | None:
     except OSError:
         cgroup = "max"
     return min(total, int(cgroup)) if cgroup.isdigit() else total
+
+
+def shape_yx(shape: Sequence[int], axes: Sequence[str]) -> tuple[int, int]:
+    """(Y, X) sizes of an array with axis names ``axes`` (any case); the largest dimension for a
+    missing one (such arrays are refused later, by `vstain.io.pixels.to_yxc`)."""
+    sizes = dict(zip([a.lower() for a in axes], shape, strict=True))
+    return sizes.get("y", max(shape)), sizes.get("x", max(shape))
 
 
 def check_sides(path: Path, shapes_yx: list[tuple[int, int]]) -> None:

@@ -23,7 +23,7 @@ from tifffile.tifffile import svs_description_metadata
 
 from vstain.errors import SlideError, VstainError
 from vstain.io.lazy import lazy_array
-from vstain.io.limits import check_decode, check_sides
+from vstain.io.limits import check_decode, check_sides, shape_yx
 from vstain.io.pixels import check_channels, palette_to_rgb, rgb_uint8_lazy, to_yxc
 from vstain.io.slide import Slide
 from vstain.io.units import to_micrometres
@@ -96,7 +96,7 @@ def _read_structure(
     if series is None or series.size == 0 or 0 in shape:
         _check_log(log, path, logging.WARNING)  # e.g. the first IFD is past the end
         raise SlideError(f"{path} has no pixels (an empty image). It is not a slide.")
-    check_sides(path, [_shape_yx(level) for level in series.levels])
+    check_sides(path, [shape_yx(level.shape, level.axes) for level in series.levels])
     check_extents(series, path)
     levels = [_level(series, k, path) for k in range(len(series.levels))]
     pixel_size, metadata = _describe(tif, series, path)
@@ -113,15 +113,6 @@ def _check_log(log: list[logging.LogRecord], path: Path, level: int = logging.ER
             f"{path} is truncated or corrupt (tifffile: {errors[0][:200]}). Copy or export the "
             "file again."
         )
-
-
-def _shape_yx(level: tifffile.TiffPageSeries) -> tuple[int, int]:
-    """(Y, X) of a series level; its largest dimension twice if it has no Y and X (refused
-    later by `to_yxc`)."""
-    sizes = dict(zip(level.axes.upper(), level.shape, strict=True))
-    if "Y" in sizes and "X" in sizes:
-        return sizes["Y"], sizes["X"]
-    return (max(level.shape),) * 2
 
 
 def _unreadable(path: Path, error: Exception) -> SlideError:

@@ -16,7 +16,7 @@ import zarr
 
 from vstain.errors import SlideError
 from vstain.io.lazy import lazy_array
-from vstain.io.limits import check_decode, check_sides
+from vstain.io.limits import check_decode, check_sides, shape_yx
 from vstain.io.ngff import axes_of, dataset_scales, find_multiscales
 from vstain.io.ome_zarr import level_arrays, open_group
 from vstain.io.pixels import rgb_uint8_lazy, to_yxc
@@ -63,6 +63,7 @@ def _open_image(path: Path, group: zarr.Group) -> Slide:
             f"{[a.ndim for a in arrays]} dimensions. The OME-Zarr metadata is invalid."
         )
     names = [name for name, _ in axes]
+    check_sides(path, [shape_yx(a.shape, names) for a in arrays])
     levels = [_level(array, names, path) for array in arrays]
     try:
         scales = dataset_scales(multiscale, len(axes))
@@ -71,7 +72,6 @@ def _open_image(path: Path, group: zarr.Group) -> Slide:
             f"{path}: a scale of the multiscales metadata does not have one entry per axis "
             f"({len(axes)}): {e}. The OME-Zarr metadata is invalid; write the image again."
         ) from e
-    check_sides(path, [level.shape[:2] for level in levels])
     check_scales(path, [level.shape[:2] for level in levels], scales, names)
     pixel_size, source = _pixel_size(scales[0], axes)
     metadata = {

@@ -106,3 +106,35 @@ def test_finetune_refuses_bad_inputs_in_one_line(finetune_args, tmp_path, capsys
     assert main([*finetune_args, *extra(finetune_args, tmp_path)]) == 2
     one_line_error(capsys, message)
     assert not (tmp_path / "ft.safetensors").exists()
+
+
+def _read_card(path):
+    from vstain.models.base import ModelCard
+
+    return ModelCard.from_json(path.read_text())
+
+
+def _read_registration(path):
+    from vstain.register import Registration
+
+    return Registration.load(path)
+
+
+def _read_regions(path):
+    from vstain.train.region_geojson import read_regions
+
+    return read_regions(path)
+
+
+@pytest.mark.parametrize("read", [_read_card, _read_registration, _read_regions])
+@pytest.mark.parametrize(
+    "text", ["[" * 100_000 + "]" * 100_000, "[1, 2]", '{"type": "FeatureCollection"', "NaN"]
+)
+def test_json_readers_refuse_deep_or_misshapen_documents_in_one_line(tmp_path, read, text):
+    from vstain.errors import VstainError
+
+    path = tmp_path / "input.json"
+    path.write_text(text)
+    with pytest.raises(VstainError) as error:
+        read(path)
+    assert "\n" not in str(error.value)

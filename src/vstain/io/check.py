@@ -20,6 +20,7 @@ import zarr
 
 from vstain.errors import SlideError
 from vstain.io.ome_zarr import open_ome_zarr_levels
+from vstain.io.readers import MAGIC
 from vstain.io.slide import Slide
 
 
@@ -60,9 +61,10 @@ def check_slide(
 
 
 def _missing_tiles(slide: Slide, n_levels: int) -> list[list[tuple[int, int]]]:
-    """Per stored level, the tiles the file does not store (read as the fill value)."""
+    """Per stored level, the tiles the file does not store (read as the fill value); none listed
+    for formats other than TIFF and OME-Zarr."""
     kind = slide.metadata.get("format")
-    if kind in ("png", "jpeg"):
+    if kind != "ome-zarr" and not _is_tiff(slide.path):
         return [[] for _ in range(n_levels)]
     if kind == "ome-zarr":
         names = [a.lower() for a in slide.metadata["axes"]]
@@ -70,6 +72,14 @@ def _missing_tiles(slide: Slide, n_levels: int) -> list[list[tuple[int, int]]]:
         return [_missing_chunks(a, yx) for a in open_ome_zarr_levels(slide.path)[:n_levels]]
     with tifffile.TiffFile(slide.path) as tif:
         return [_missing_tiff_tiles(level) for level in tif.series[0].levels[:n_levels]]
+
+
+def _is_tiff(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    with path.open("rb") as f:
+        head = f.read(4)
+    return any(head.startswith(magic) for magic, kind in MAGIC.items() if kind == "tiff")
 
 
 def _missing_tiff_tiles(level: tifffile.TiffPageSeries) -> list[tuple[int, int]]:

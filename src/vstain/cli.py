@@ -57,8 +57,30 @@ def cmd_info(args) -> int:
     for i, (lvl, ds) in enumerate(zip(slide.levels, slide.downsamples, strict=True)):
         chunk = "x".join(str(c[0]) for c in lvl.chunks[:2])
         print(f"  level {i}: {lvl.shape[1]} x {lvl.shape[0]} px, downsample {ds:g}, chunks {chunk}")
+    for warning in slide.metadata.get("warnings", []):
+        print(f"  file warning: {warning}")
+    if args.check and _check(slide):
+        return 3  # the tissue fraction would read the damaged tiles
     print(f"  tissue fraction: {slide_tissue_mask(slide).mean():.1%}")
     return 0
+
+
+def _check(slide) -> bool:
+    """Decode every stored tile of ``slide``; print what is damaged or not stored. True if a
+    tile is damaged."""
+    from vstain.io.check import check_slide
+
+    with _ProgressBar("tiles") as bar:
+        report = check_slide(slide, bar.update_counts)
+    for level in report:
+        line = f"  check level {level.level}: {level.tiles} tiles"
+        if level.missing:
+            line += f", {len(level.missing)} not stored (read as 0), first {level.missing[0]}"
+        line += f", {len(level.damaged)} damaged" if level.damaged else ", all decoded"
+        print(line)
+        for tile, error in level.damaged[:5]:
+            print(f"    tile {tile}: {error}")
+    return any(level.damaged for level in report)
 
 
 def cmd_stain(args) -> int:
@@ -506,6 +528,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="slide reader: auto (tifffile for TIFF, OpenSlide for what tifffile cannot read), "
         "tifffile or openslide",
+    )
+    info.add_argument(
+        "--check", action="store_true", help="decode every tile; list damaged and missing ones"
     )
     info.set_defaults(run=cmd_info)
 

@@ -203,3 +203,38 @@ def write_dicom_wsi(folder: Path, levels: list[np.ndarray], tile: int, pixel_siz
         ds.OpticalPathSequence, ds.NumberOfOpticalPaths = [optical_path], 1
         ds.PixelData = frames.tobytes()
         ds.save_as(folder / f"level{k}.dcm", enforce_file_format=True)
+
+
+def set_tiff_tag(path: Path, name: str, value: int, page: int = 0, index: int = 0) -> None:
+    """Overwrite value ``index`` of tag ``name`` of ``page`` in place, as a corrupt or hostile
+    header would state it."""
+    import struct
+
+    with tifffile.TiffFile(path) as tif:
+        tag = tif.pages[page].tags[name]
+        code = tifffile.DATATYPE(tag.dtype).name
+        fmt = tif.byteorder + {"SHORT": "H", "LONG": "I", "LONG8": "Q"}[code]
+    with open(path, "r+b") as f:
+        f.seek(tag.valueoffset + index * struct.calcsize(fmt))
+        f.write(struct.pack(fmt, value))
+
+
+def set_png_size(path: Path, width: int, height: int) -> None:
+    """Rewrite a PNG's IHDR width and height (with a valid CRC, so readers believe it)."""
+    import struct
+    import zlib
+
+    data = bytearray(path.read_bytes())
+    data[16:24] = struct.pack(">II", width, height)  # after signature, length and b"IHDR"
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+
+
+def set_jpeg_size(path: Path, width: int, height: int) -> None:
+    """Rewrite the size in a baseline JPEG's start-of-frame (SOF0) segment."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    path.write_bytes(bytes(data))

@@ -103,7 +103,10 @@ def test_card_json_round_trip():
         ('{"architecture": "pix2pix", "colour": 1}', r"unknown fields \['colour'\]"),
         ('{"architecture": "pix2pix", "outputs": ["segmentation"]}', "outputs must include"),
         ('{"architecture": "pix2pix", "normalisation": "[0,255]"}', "normalisation must be"),
-        ('{"architecture": "pix2pix", "tile_size": 0}', "tile_size must be an integer >= 1"),
+        (
+            '{"architecture": "pix2pix", "tile_size": 0}',
+            "tile_size must be an integer from 1 to 4096",
+        ),
         ('{"architecture": "pix2pix", "pixel_size": -1}', "pixel_size must be a positive"),
         ('{"architecture": "pix2pix", "markers": "CD3"}', "markers must be a list"),
     ],

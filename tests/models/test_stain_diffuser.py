@@ -346,7 +346,7 @@ def test_bad_options_raise_model_error(options, match):
         ("stain-diffuser", {"channels": [8, 16, 32]}, {}, "channels must be 4"),
         ("stain-diffuser-multi", {"marker_weights": [1.0]}, {}, "one marker_weights entry"),
         ("stain-diffuser-multi", {}, {"markers": ["cd3"]}, "names 1 markers but n_markers is 3"),
-        ("stain-diffuser", {"timesteps": 0}, {}, "timesteps must be >= 1"),
+        ("stain-diffuser", {"timesteps": 0}, {}, "timesteps must be an integer from 1"),
         ("stain-diffuser", {"parametrisation": "v"}, {}, "parametrisation must be one of"),
         ("stain-diffuser-multi", {"norm": "group"}, {}, "norm must be one of"),
         ("stain-diffuser", {"loss_weight": "snr"}, {}, "loss_weight must be one of"),

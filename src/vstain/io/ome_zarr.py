@@ -14,10 +14,9 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 import zarr
-import zarr.errors
 
 from vstain.errors import SlideError
-from vstain.io.ngff import find_multiscales, multiscales_attrs
+from vstain.io.ngff import find_multiscales, multiscales_attrs, structure_problem
 from vstain.io.pyramid import fill_downsampled, half, pyramid_shapes
 from vstain.io.writing import (
     ImageLike,
@@ -85,14 +84,37 @@ def open_ome_zarr_levels(path: str | Path, mode: str = "r") -> list[zarr.Array]:
             f"{path} is a zarr group without OME-NGFF multiscales metadata; open the image "
             "group inside it (e.g. out.zarr/ihc)."
         )
-    return [group[d["path"]] for d in found[0]["datasets"]]
+    return level_arrays(group, found[0], Path(path))
+
+
+def level_arrays(group: zarr.Group, multiscale: object, path: Path) -> list[zarr.Array]:
+    """The arrays a multiscales entry of ``group`` names; `SlideError` if the entry is invalid
+    or a level is missing or damaged."""
+    problem = structure_problem(multiscale)
+    if problem:
+        raise SlideError(
+            f"{path} has invalid OME-NGFF multiscales metadata: {problem}. Write the image again."
+        )
+    arrays = []
+    for d in multiscale["datasets"]:
+        try:
+            array = group[d["path"]]
+        except Exception as e:  # zarr raises many types for missing or damaged metadata
+            raise SlideError(
+                f"{path}: level {d['path']!r} cannot be opened ({type(e).__name__}: {e}). The "
+                "OME-Zarr image is damaged or incomplete; copy or write it again."
+            ) from e
+        if not isinstance(array, zarr.Array):
+            raise SlideError(f"{path}: level {d['path']!r} is a group, not an array.")
+        arrays.append(array)
+    return arrays
 
 
 def open_group(path: Path, mode: str = "r") -> zarr.Group:
-    """Open the zarr group at ``path``; `SlideError` if there is none."""
+    """Open the zarr group at ``path``; `SlideError` if there is none or it is damaged."""
     try:
         return zarr.open_group(path, mode=mode)
-    except (FileNotFoundError, zarr.errors.BaseZarrError, ValueError) as e:
+    except Exception as e:  # zarr raises many types for missing or damaged metadata
         raise SlideError(
             f"{path} is not a zarr group ({type(e).__name__}: {e}). Give the path of an OME-Zarr "
             "image (the folder holding zarr.json or .zattrs)."

@@ -16,6 +16,7 @@ from PIL import JpegImagePlugin, PngImagePlugin
 
 from vstain.errors import SlideError
 from vstain.io.lazy import lazy_array
+from vstain.io.limits import check_decode, check_sides
 from vstain.io.pixels import check_channels, rgb_uint8
 from vstain.io.slide import Slide
 
@@ -27,11 +28,22 @@ DECODERS = {"png": imagecodecs.png_decode, "jpeg": imagecodecs.jpeg8_decode}
 COLOUR_MODES = {"RGB", "RGBA", "RGBX", "P", "PA"}
 #: Channels of the grayscale Pillow modes (refused with an explanation).
 GRAY_MODES = {"1": 1, "L": 1, "I": 1, "I;16": 1, "I;16B": 1, "I;16L": 1, "F": 1, "LA": 2, "La": 2}
+#: Bytes per pixel a whole decode may take (16-bit RGBA), for the memory check before decoding.
+DECODED_BYTES_PER_PIXEL = 8
+#: JPEG start-of-scan and end-of-image markers.
+JPEG_SOS, JPEG_EOI = b"\xff\xda", b"\xff\xd9"
 
 
 def decode_image(path: Path, kind: str) -> np.ndarray:
     """Decode the whole PNG or JPEG at ``path`` to (Y, X, 3) uint8."""
-    return rgb_uint8(DECODERS[kind](path.read_bytes()), path)
+    data = path.read_bytes()
+    if kind == "jpeg" and data.rfind(JPEG_EOI) < data.rfind(JPEG_SOS):
+        # libjpeg fills a truncated scan with grey and only warns: refuse it instead
+        raise SlideError(
+            f"{path} is a truncated JPEG (no end-of-image marker after its last scan); "
+            "copy or export it again."
+        )
+    return rgb_uint8(DECODERS[kind](data), path)
 
 
 class DecodedImage:
@@ -76,6 +88,8 @@ def open_plain(path: Path, kind: str) -> Slide:
             f"{path} is a {kind.upper()} in colour mode {mode}; vstain reads RGB images. "
             "Convert it to RGB (e.g. `magick in.jpg -colorspace sRGB out.png`)."
         )
+    check_sides(path, [(height, width)])
+    check_decode(path, (height, width), DECODED_BYTES_PER_PIXEL, f"the whole {kind.upper()}")
     image = DecodedImage(path, kind, (height, width))
     level = lazy_array(image, path, (PLAIN_CHUNK, PLAIN_CHUNK, 3), "decoded")
     metadata = {"format": kind, "source": str(path), "mode": mode}

@@ -6,7 +6,11 @@ become dask arrays chunked along the file's tiles (or strips) and decoded only w
 
 from __future__ import annotations
 
+import logging
+import math
+import threading
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -17,8 +21,9 @@ import zarr
 from tifffile import PHOTOMETRIC
 from tifffile.tifffile import svs_description_metadata
 
-from vstain.errors import SlideError
+from vstain.errors import SlideError, VstainError
 from vstain.io.lazy import lazy_array
+from vstain.io.limits import check_decode, check_sides, shape_yx
 from vstain.io.pixels import check_channels, palette_to_rgb, rgb_uint8_lazy, to_yxc
 from vstain.io.slide import Slide
 from vstain.io.units import to_micrometres
@@ -31,26 +36,83 @@ MAX_PLAUSIBLE_PIXEL_SIZE = 100.0
 RGB_PHOTOMETRICS = (PHOTOMETRIC.RGB, PHOTOMETRIC.YCBCR)
 
 
+class _TiffLog(logging.Filter):
+    """Filter on tifffile's logger: records of threads inside `_captured` are kept in a list
+    instead of reaching stderr; other threads log as usual."""
+
+    def __init__(self):
+        super().__init__()
+        self.local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        captured = getattr(self.local, "records", None)
+        if captured is None:
+            return True
+        captured.append(record)
+        return False
+
+
+_TIFF_LOG = _TiffLog()
+logging.getLogger("tifffile").addFilter(_TIFF_LOG)
+
+
+@contextmanager
+def _captured():
+    """Collect tifffile's log records of this thread (tifffile logs corrupt structures at ERROR
+    level and goes on with what it could parse)."""
+    _TIFF_LOG.local.records = records = []
+    try:
+        yield records
+    finally:
+        _TIFF_LOG.local.records = None
+
+
 def open_tiff(path: Path) -> Slide:
     """Open a TIFF-family slide lazily; corrupt, truncated or non-RGB files raise `SlideError`."""
-    try:
-        tif = tifffile.TiffFile(path)
-    except Exception as e:
-        raise _unreadable(path, e) from e
-    try:
+    with _captured() as log:
         try:
-            series = tif.series[0] if tif.series else None
+            tif = tifffile.TiffFile(path)
         except Exception as e:
             raise _unreadable(path, e) from e
-        if series is None or series.size == 0 or 0 in series.keyframe.shape:
-            raise SlideError(f"{path} has no pixels (an empty image). It is not a slide.")
-        check_extents(series, path)
-        levels = [_level(series, k, path) for k in range(len(series.levels))]
-        pixel_size, metadata = _describe(tif, series, path)
-    except BaseException:
-        tif.close()
-        raise
+        try:
+            levels, pixel_size, metadata = _read_structure(tif, path, log)
+        except BaseException as e:
+            tif.close()
+            if isinstance(e, Exception) and not isinstance(e, VstainError | MemoryError):
+                # tifffile's properties raise many types for tag values out of range
+                raise _unreadable(path, e) from e
+            raise
+    metadata["warnings"] = [r.getMessage() for r in log]
     return Slide(path, levels, pixel_size, metadata)
+
+
+def _read_structure(
+    tif: tifffile.TiffFile, path: Path, log: list[logging.LogRecord]
+) -> tuple[list[da.Array], float | None, dict]:
+    """Levels, pixel size and metadata of the first series, after the structure checks."""
+    series = tif.series[0] if tif.series else None
+    shape = series.keyframe.shape if series is not None else ()
+    _check_log(log, path)
+    if series is None or series.size == 0 or 0 in shape:
+        _check_log(log, path, logging.WARNING)  # e.g. the first IFD is past the end
+        raise SlideError(f"{path} has no pixels (an empty image). It is not a slide.")
+    check_sides(path, [shape_yx(level.shape, level.axes) for level in series.levels])
+    check_extents(series, path)
+    levels = [_level(series, k, path) for k in range(len(series.levels))]
+    pixel_size, metadata = _describe(tif, series, path)
+    _check_log(log, path)
+    return levels, pixel_size, metadata
+
+
+def _check_log(log: list[logging.LogRecord], path: Path, level: int = logging.ERROR) -> None:
+    """Raise `SlideError` if tifffile logged at ``level`` or above (by default errors: structures
+    it could not parse)."""
+    errors = [r.getMessage() for r in log if r.levelno >= level]
+    if errors:
+        raise SlideError(
+            f"{path} is truncated or corrupt (tifffile: {errors[0][:200]}). Copy or export the "
+            "file again."
+        )
 
 
 class TiffUnreadableError(SlideError):
@@ -65,9 +127,12 @@ def _unreadable(path: Path, error: Exception) -> SlideError:
 
 
 def check_extents(series: tifffile.TiffPageSeries, path: Path) -> None:
-    """Raise `SlideError` if any tile or strip of ``series`` lies beyond the end of the file.
+    """Raise `SlideError` if a page of ``series`` lists fewer or more tiles (strips) than its
+    size needs, or if any tile lies beyond the end of the file.
 
-    This catches truncated files at open time without decoding anything.
+    This catches truncated files at open time without decoding anything. Tiles with offset or
+    byte count 0 are left to tifffile, which reads them as 0 (sparse files); `vstain info
+    --check` lists them.
     """
     size = path.stat().st_size
     for k, level in enumerate(series.levels):
@@ -76,6 +141,13 @@ def check_extents(series: tifffile.TiffPageSeries, path: Path) -> None:
                 continue
             offsets = np.asarray(page.dataoffsets, np.int64)
             counts = np.asarray(page.databytecounts, np.int64)
+            expected = math.prod(page.keyframe.chunked)
+            if len(offsets) != expected or len(counts) != expected:
+                raise SlideError(
+                    f"{path} is truncated or corrupt: level {k} lists {len(offsets)} tile "
+                    f"offsets and {len(counts)} byte counts for {expected} tiles. Copy or export "
+                    "the file again."
+                )
             end = int((offsets + counts)[counts > 0].max(initial=0))
             if end > size:
                 raise SlideError(
@@ -87,12 +159,18 @@ def check_extents(series: tifffile.TiffPageSeries, path: Path) -> None:
 def _level(series: tifffile.TiffPageSeries, k: int, path: Path) -> da.Array:
     """Level ``k`` as a lazy (Y, X, 3) uint8 dask array."""
     store = zarr.open_array(series.aszarr(level=k), mode="r")
+    dims = list(store.attrs["_ARRAY_DIMENSIONS"])
     array = to_yxc(
         lazy_array(store, path, store.chunks, f"level{k}"),
-        list(store.attrs["_ARRAY_DIMENSIONS"]),
+        dims,
         {"s", "c"},
         path,
     )
+    chunk = dict(zip(dims, store.chunks, strict=True))
+    per_pixel = store.dtype.itemsize * math.prod(
+        n for name, n in chunk.items() if name not in ("Y", "X")
+    )
+    check_decode(path, (chunk["Y"], chunk["X"]), per_pixel, f"one tile of level {k}")
     page = series.levels[k].keyframe
     if page.photometric == PHOTOMETRIC.PALETTE:
         return palette_to_rgb(array[..., 0], page.colormap)

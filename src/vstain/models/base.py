@@ -20,8 +20,11 @@ from torch.optim import Optimizer
 
 from vstain.color.stain_normalisation import ESTIMATORS, statistics_problems
 from vstain.errors import ModelError
+from vstain.io.limits import finite_number, loads_bounded
 
 OUTPUT_KINDS = ("ihc", "segmentation", "keypoints", "uncertainty", "attention")
+#: Largest tile size and halo a card may state, px (a 4096 px tile is 200 MB of float input).
+MAX_TILE_SIZE = 4096
 NORMALISATIONS = ("[0,1]", "[-1,1]")
 
 
@@ -78,8 +81,8 @@ class ModelCard:
     def from_json(cls, text: str) -> ModelCard:
         """Parse a card written by :meth:`to_json`; unknown or missing fields raise ModelError."""
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
+            data = loads_bounded(text)
+        except ValueError as e:
             raise ModelError(f"Model card is not valid JSON ({e}).") from e
         if not isinstance(data, dict):
             raise ModelError(f"Model card must be a JSON object, got {type(data).__name__}.")
@@ -104,15 +107,14 @@ def _card_problems(card: ModelCard) -> list[str]:
         problems.append("config, metrics and provenance must be dicts")
     if not isinstance(card.markers, list) or not all(isinstance(m, str) for m in card.markers):
         problems.append(f"markers must be a list of strings, got {card.markers!r}")
-    if card.pixel_size is not None and not (
-        isinstance(card.pixel_size, int | float) and card.pixel_size > 0
-    ):
+    if card.pixel_size is not None and not (finite_number(card.pixel_size) and card.pixel_size > 0):
         problems.append(f"pixel_size must be a positive number or None, got {card.pixel_size!r}")
-    for name in ("tile_size", "halo", "steps"):
+    for name, low, high in (("tile_size", 1, MAX_TILE_SIZE), ("halo", 0, MAX_TILE_SIZE)):
         value = getattr(card, name)
-        minimum = 1 if name == "tile_size" else 0
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            problems.append(f"{name} must be an integer >= {minimum}, got {value!r}")
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            problems.append(f"{name} must be an integer from {low} to {high}, got {value!r}")
+    if not isinstance(card.steps, int) or isinstance(card.steps, bool) or card.steps < 0:
+        problems.append(f"steps must be an integer >= 0, got {card.steps!r}")
     if (
         not isinstance(card.outputs, list)
         or "ihc" not in card.outputs

@@ -41,6 +41,8 @@ def save_checkpoint(model: StainModel, path: str | os.PathLike) -> Path:
 def read_card(path: str | os.PathLike) -> ModelCard:
     """The model card stored in checkpoint ``path``, without loading weights."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder; give the path of a .safetensors checkpoint.")
     if not path.is_file():
         raise CheckpointError(f"Checkpoint {path} does not exist.")
     try:
@@ -105,7 +107,10 @@ def load_checkpoint(
 def load_weights(model: StainModel, path: str | os.PathLike) -> None:
     """Load a checkpoint's weights into ``model`` strictly; CheckpointError naming what differs."""
     path = Path(path)
-    tensors = load_file(path, device="cpu")
+    try:
+        tensors = load_file(path, device="cpu")
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"Cannot read the weights of {path} ({e}); copy it again.") from e
     problem = describe_mismatch(model.state_dict(), tensors)
     if problem:
         raise CheckpointError(

@@ -10,6 +10,7 @@ import torch
 
 from vstain.errors import ModelError
 from vstain.models.base import ModelCard, StainModel
+from vstain.models.config_limits import check_weight_memory, config_problems
 
 #: Card fields the registry sets from the architecture; they cannot be overridden.
 DERIVED_FIELDS = ("architecture", "config", "halo", "outputs", "normalisation")
@@ -102,6 +103,9 @@ def resolve_config(name: str, config: str | dict) -> dict:
             f"Config for {name!r} does not fit: missing keys {missing}, unknown keys "
             f"{unknown}. Start from vstain.models.model_configs({name!r})['small']."
         )
+    problems = config_problems(list(configs.values()), config)
+    if problems:
+        raise ModelError(f"Config of {name!r} is invalid: {'; '.join(problems)}.")
     return copy.deepcopy(dict(config))
 
 
@@ -136,6 +140,7 @@ def build(card: ModelCard) -> StainModel:
     cls = _lookup(card.architecture)[0]
     config = resolve_config(card.architecture, card.config)
     try:
+        check_weight_memory(lambda: cls(replace(card, config=config)), card.architecture)
         model = cls(replace(card, config=config))
     except (ValueError, TypeError) as e:
         raise ModelError(

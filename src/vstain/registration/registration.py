@@ -21,6 +21,7 @@ from skimage.feature import ORB, match_descriptors
 from skimage.measure import ransac
 from skimage.transform import SimilarityTransform, warp
 
+from vstain.io.limits import loads_bounded
 from vstain.io.slide import Slide
 from vstain.registration.errors import RegistrationError
 from vstain.registration.field import DisplacementField
@@ -130,7 +131,7 @@ class Registration:
     def load(cls, path: str | Path) -> Registration:
         """Read a registration written by ``save``."""
         try:
-            data = json.loads(Path(path).read_text())
+            data = loads_bounded(Path(path).read_text())
             field = data.get("field")
             agreement = data.get("agreement")
             return cls(
@@ -142,7 +143,7 @@ class Registration:
                 None if agreement is None else float(agreement),
                 None if field is None else DisplacementField.from_dict(field),
             )
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise RegistrationError(
                 f"Cannot read registration {path}: {e}. Save it again with Registration.save."
             ) from e

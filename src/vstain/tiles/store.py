@@ -32,7 +32,7 @@ from typing import Literal
 import numpy as np
 import zarr
 
-from vstain.errors import OutputExistsError, VstainError
+from vstain.errors import OutputExistsError, SlideError, VstainError
 from vstain.io import create_ome_zarr, downsample_2x, open_ome_zarr_levels
 from vstain.tiles.grid import Tile
 from vstain.tiles.instances import (
@@ -243,8 +243,14 @@ class OutputStore:
             attrs = dict(zarr.open_group(path, mode="r").attrs)["vstain"]
         except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError) as e:
             raise VstainError(f"{path} is not a vstain output store ({e}).") from e
-        specs = [OutputSpec(**s) for s in attrs["outputs"]]
-        return cls(path, specs, attrs["tile"], concurrent)
+        try:
+            specs = [OutputSpec(**s) for s in attrs["outputs"]]
+            return cls(path, specs, attrs["tile"], concurrent)
+        except (KeyError, TypeError, SlideError) as e:  # a part deleted or rewritten
+            raise VstainError(
+                f"{path} is a damaged vstain output store ({type(e).__name__}: {e}); use "
+                "--overwrite to compute it again."
+            ) from e
 
     def check_settings(self, expected: dict) -> None:
         """Refuse to resume a store made with other settings (source, tile, model...)."""

@@ -45,7 +45,7 @@ from vstain.color.pixels import sample_pixels
 from vstain.color.stain_augment import perturb_stains, random_he_perturbation
 from vstain.color.stain_normalisation import stain_reference
 from vstain.errors import DatasetError
-from vstain.io.pixels import rgb_uint8
+from vstain.io.pixels import check_channels, rgb_uint8
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
 #: How many offending file names an error message lists.
@@ -110,11 +110,13 @@ def list_images(folder: Path) -> dict[str, Path]:
 
 
 def image_shape(path: Path) -> tuple[int, int]:
-    """(height, width) of an image file, read from its header."""
+    """(height, width) of an RGB(A) image file, read from its header."""
     try:
-        return tuple(iio.improps(path).shape[:2])
+        shape = iio.improps(path).shape
     except (OSError, ValueError) as e:
         raise DatasetError(f"Cannot read {path} ({e}). Replace or remove the file.") from e
+    check_channels(shape[2] if len(shape) == 3 else 1, path)  # refuse grayscale before training
+    return tuple(shape[:2])
 
 
 def read_rgb(path: Path) -> np.ndarray:

@@ -22,6 +22,7 @@ from vstain.io.atomic import write_atomically
 from vstain.io.slide import Slide
 from vstain.models.base import StainModel
 from vstain.models.checkpoint import load_checkpoint, read_card, save_checkpoint, sha256_file
+from vstain.models.registry import resolve_config
 from vstain.train.regions import IhcReader, Region, region_datasets
 from vstain.train.trainer import train
 
@@ -188,6 +189,7 @@ def finetune(
         if "lr" not in config:
             raise FinetuneError(f"{model.card.architecture} has no learning rate to set.")
         config["lr"] = lr
+        config = resolve_config(model.card.architecture, config)  # refuses NaN or negative lr
     crops, grid = region_datasets(he, ihc, regions, crop, level=level, seed=seed, augment=augment)
     n_trainable = select_part(model, part)
     provenance = {

@@ -12,11 +12,16 @@ from pathlib import Path
 
 from vstain.errors import RegionError
 from vstain.io.atomic import write_text_atomically
+from vstain.io.limits import finite_number, loads_bounded
 from vstain.train.regions import Region
 
 VALIDATION = "Validation"
 TRAINING = "Training"
 COLOURS = {VALIDATION: [250, 160, 40], TRAINING: [40, 200, 120]}
+#: Largest regions file read, bytes (rectangles take a few hundred bytes each).
+MAX_BYTES = 64 * 2**20
+#: Largest coordinate accepted, px (far beyond any slide; keeps the arithmetic in floats).
+MAX_COORDINATE = 1e9
 
 
 def regions_to_geojson(regions: list[Region]) -> dict:
@@ -47,23 +52,29 @@ def write_regions(path: str | Path, regions: list[Region]) -> Path:
 
 
 def _features(data) -> list[dict]:
-    if isinstance(data, list):
-        return data
     if isinstance(data, dict) and data.get("type") == "FeatureCollection":
-        return data.get("features", [])
-    if isinstance(data, dict) and data.get("type") == "Feature":
-        return [data]
-    raise RegionError("Not GeoJSON annotations: expected a FeatureCollection or Features.")
+        data = data.get("features", [])
+    elif isinstance(data, dict) and data.get("type") == "Feature":
+        data = [data]
+    if not isinstance(data, list) or not all(isinstance(f, dict) for f in data):
+        raise RegionError("Not GeoJSON annotations: expected a FeatureCollection or Features.")
+    return data
 
 
 def _rectangle(feature: dict, index: int) -> tuple[int, int, int, int]:
     geometry = feature.get("geometry") or {}
-    if geometry.get("type") != "Polygon" or not geometry.get("coordinates"):
+    kind = geometry.get("type", "missing geometry") if isinstance(geometry, dict) else "geometry"
+    if kind != "Polygon" or not geometry.get("coordinates"):
         raise RegionError(
-            f"Annotation {index + 1} is a {geometry.get('type', 'missing geometry')}, not a "
-            "rectangle; fine-tuning uses rectangles."
+            f"Annotation {index + 1} is a {kind}, not a rectangle; fine-tuning uses rectangles."
         )
-    ring = [tuple(p[:2]) for p in geometry["coordinates"][0]]
+    ring = geometry["coordinates"][0] if isinstance(geometry["coordinates"], list) else None
+    if not isinstance(ring, list) or not all(map(_is_point, ring)):
+        raise RegionError(
+            f"Annotation {index + 1} has coordinates that are not finite pixel positions (pairs "
+            f"of numbers within +-{MAX_COORDINATE:g}); draw and export it again."
+        )
+    ring = [tuple(p[:2]) for p in ring]
     xs, ys = sorted({p[0] for p in ring}), sorted({p[1] for p in ring})
     if len(xs) != 2 or len(ys) != 2:
         raise RegionError(
@@ -74,17 +85,31 @@ def _rectangle(feature: dict, index: int) -> tuple[int, int, int, int]:
     return x0, y0, round(xs[1]) - x0, round(ys[1]) - y0
 
 
+def _is_point(point: object) -> bool:
+    return (
+        isinstance(point, list)
+        and len(point) >= 2
+        and all(finite_number(v) and abs(v) <= MAX_COORDINATE for v in point[:2])
+    )
+
+
 def _is_validation(feature: dict) -> bool:
-    classification = (feature.get("properties") or {}).get("classification") or {}
-    return str(classification.get("name", "")).lower() == VALIDATION.lower()
+    properties = feature.get("properties")
+    classification = properties.get("classification") if isinstance(properties, dict) else None
+    name = classification.get("name", "") if isinstance(classification, dict) else ""
+    return str(name).lower() == VALIDATION.lower()
 
 
 def read_regions(path: str | Path) -> list[Region]:
     """Rectangles of a GeoJSON file (QuPath export or `write_regions`)."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        with path.open("rb") as f:
+            raw = f.read(MAX_BYTES + 1)
+        if len(raw) > MAX_BYTES:
+            raise ValueError(f"larger than {MAX_BYTES // 2**20} MiB; export only the rectangles")
+        data = loads_bounded(raw.decode())
+    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise RegionError(f"Cannot read regions from {path}: {e}.") from e
     regions = [
         Region(*_rectangle(f, i), validation=_is_validation(f))

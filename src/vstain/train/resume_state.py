@@ -21,6 +21,7 @@ from torch.optim import Optimizer
 
 from vstain.errors import CheckpointError
 from vstain.io.atomic import write_atomically
+from vstain.io.limits import loads_bounded
 
 META_KEY = "vstain_train_state"
 
@@ -98,9 +99,9 @@ def load_state(
     try:
         tensors = load_file(path)
         with safe_open(path, "pt") as f:
-            meta = json.loads((f.metadata() or {})[META_KEY])
+            meta = loads_bounded((f.metadata() or {})[META_KEY])
         run = RunState(**meta["run"])
-    except (FileNotFoundError, SafetensorError, KeyError, TypeError, json.JSONDecodeError) as e:
+    except (FileNotFoundError, SafetensorError, KeyError, TypeError, ValueError) as e:
         raise CheckpointError(
             f"Cannot resume from {checkpoint.name}: its training state {path.name} is missing or "
             f"unreadable ({e}). Start a new run instead of resuming."

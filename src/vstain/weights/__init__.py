@@ -25,9 +25,8 @@ def resolve_checkpoint(model: str) -> Path:
     path = Path(model).expanduser()
     if path.suffix == ".safetensors" or path.exists():
         if not path.is_file():
-            raise VstainError(
-                f"Checkpoint {path} does not exist. Give the path of a .safetensors file."
-            )
+            problem = "is a folder" if path.is_dir() else "does not exist"
+            raise VstainError(f"Checkpoint {path} {problem}. Give the path of a .safetensors file.")
         return path
     shipped = shipped_checkpoints()
     if model in shipped:

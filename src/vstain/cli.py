@@ -220,7 +220,11 @@ def cmd_train(args) -> int:
 
     from vstain.models import create
     from vstain.models.registry import resolve_config
-    from vstain.train.datasets import evenly_spaced, open_paired_dataset
+    from vstain.train.datasets import (
+        dataset_stain_reference,
+        evenly_spaced,
+        open_paired_dataset,
+    )
     from vstain.train.loss_log import LossLog, loss_log_path
     from vstain.train.trainer import train
 
@@ -248,6 +252,8 @@ def cmd_train(args) -> int:
     # validation: the first dataset's test split, i.e. the first marker's
     val = open_paired_dataset(args.data[0], split="test", crop=args.crop, seed=args.seed)
     model.card.training_data = f"{', '.join(map(str, args.data))} ({len(data)} train pairs)"
+    train_pairs = [p for root in args.data for p in open_paired_dataset(root, split="train").pairs]
+    model.card.stain_reference = dataset_stain_reference(train_pairs, seed=args.seed)
     if model.trains_on_dab_masks and args.refine_masks:
         model.card.training_data += (
             f"; coarse DAB masks refined by a segmentation net trained {args.refine_masks} steps"

@@ -115,7 +115,7 @@ def _read_card(path):
 
 
 def _read_registration(path):
-    from vstain.register import Registration
+    from vstain.registration import Registration
 
     return Registration.load(path)
 

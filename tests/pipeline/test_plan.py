@@ -177,3 +177,15 @@ def test_non_finite_model_output_stops_the_run_and_marks_nothing_done(slide_path
         stain_slide(slide_path, model, out, region=(0, 0, 256, 128), resume=True)
     done = zarr.open_group(out, mode="r")["done"][:]
     assert (done == COMPUTED).sum() == 1 and done[0, 0] == COMPUTED
+
+
+def test_outputs_that_the_options_do_not_produce_are_not_stored(slide_path, tmp_path):
+    model = create("asp-dgrank", "small", tile_size=128, pixel_size=0.5)
+    for tta, stored in ((1, ["ihc"]), (2, ["ihc", "uncertainty"])):
+        plan = plan_run(slide_path, model, tmp_path / f"t{tta}.zarr", options={"tta": tta})
+        assert [s.name for s in plan.specs] == stored
+    diffuser = create("stain-diffuser-bidirectional", "small")
+    assert diffuser.outputs_for({}) == ["ihc"]
+    assert diffuser.outputs_for({"n_samples": 3}) == ["ihc", "uncertainty"]
+    multitask = create("stain-diffuser", "small")
+    assert multitask.outputs_for({"segment": True}) == ["ihc", "segmentation"]

@@ -220,6 +220,10 @@ class AspDGRank(StainModel):
     """ASP-DGRank: ResNet generator, PatchNCE + A2SP + pyramid L1, diffusion-regularised D."""
 
     outputs = ("ihc", "uncertainty", "attention")
+    optional_outputs = {
+        "uncertainty": ("tta", lambda n: n > 1),
+        "attention": ("reference", lambda r: r is not None),
+    }
     size_multiple = STRIDE
     training_only = ("sampler", "discriminator")
 

@@ -11,6 +11,7 @@ import datetime
 import inspect
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import ClassVar, Protocol, runtime_checkable
 
@@ -204,6 +205,8 @@ class StainModel(nn.Module, ABC):
     size_multiple: ClassVar[int] = 1
     #: The allowed values of string predict options (e.g. samplers), for editors and checks.
     option_choices: ClassVar[dict[str, tuple[str, ...]]] = {}
+    #: Outputs given only with some predict options: output -> (option, test of its value).
+    optional_outputs: ClassVar[dict[str, tuple[str, Callable[[object], bool]]]] = {}
 
     def __init__(self, card: ModelCard):
         super().__init__()
@@ -218,6 +221,17 @@ class StainModel(nn.Module, ABC):
     @property
     def config(self) -> dict:
         return self.card.config
+
+    def outputs_for(self, options: dict) -> list[str]:
+        """The outputs a prediction with ``options`` gives (e.g. uncertainty only with several
+        samples), so that a run stores no output that would stay empty."""
+        params = inspect.signature(self.infer).parameters
+        given = []
+        for name in self.outputs:
+            option, test = self.optional_outputs.get(name, (None, None))
+            if option is None or test(options.get(option, params[option].default)):
+                given.append(name)
+        return given
 
     @abstractmethod
     def receptive_halo(self) -> int:

@@ -105,6 +105,7 @@ class ImplicitStainer(StainModel):
     """Dual full-resolution encoder + local implicit function (shared per-pixel MLP)."""
 
     outputs = ("ihc", "uncertainty")
+    optional_outputs = {"uncertainty": ("uncertainty", bool)}
     normalisation = "[0,1]"
     size_multiple = GRID
 

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from vstain.color.stain_normalisation import Normaliser
 from vstain.errors import ModelError, RegionError, VstainError
 from vstain.io import Slide, open_slide
+from vstain.pipeline import normalise
 from vstain.pipeline.destination import Destination, check_destination, destination
 from vstain.pipeline.glass import glass_colour, glass_window
 from vstain.pipeline.loaded_model import LoadedModel, load_model
@@ -54,6 +56,7 @@ class RunPlan:
     blend: str
     resume: bool
     overwrite: bool
+    normaliser: Normaliser | None = None
     min_tissue: float = MIN_TISSUE
 
     @property
@@ -111,9 +114,16 @@ def plan_run(
     toward = None if toward is None else (toward[0] / ds, toward[1] / ds)
     model = model_settings(card, options)
     settings = run_settings(slide, level, card.halo, grid.align, blend, model)
-    specs = output_specs(card.outputs)
-    if "ihc" in card.outputs and not (resume and is_output_store(dest.store)):
-        specs, glass = painted_glass(slide, level, loaded, grid, options, specs)
+    specs = output_specs(loaded.model.outputs_for(model_options(options)))
+    resumed = dest.store if resume and is_output_store(dest.store) else None
+    normaliser = None
+    method = normalise.check_method(card, options)
+    if method != "none":
+        normaliser, settings[normalise.OPTION] = normalise.slide_normaliser(
+            slide, level, card, method, resumed
+        )
+    if "ihc" in card.outputs and resumed is None:
+        specs, glass = painted_glass(slide, level, loaded, grid, options, specs, normaliser)
         settings["glass"] = glass
     return RunPlan(
         slide,
@@ -130,6 +140,7 @@ def plan_run(
         blend,
         resume,
         overwrite,
+        normaliser,
     )
 
 
@@ -147,7 +158,13 @@ def check_request(
 
 
 def painted_glass(
-    slide: Slide, level: int, loaded: LoadedModel, grid: TileGrid, options: dict, specs
+    slide: Slide,
+    level: int,
+    loaded: LoadedModel,
+    grid: TileGrid,
+    options: dict,
+    specs,
+    normaliser: Normaliser | None = None,
 ) -> tuple[list[OutputSpec], dict]:
     """``specs`` with the ``ihc`` background set to what the model paints on the slide's glass,
     and a record of it for the store's settings (new stores only: a resumed store keeps its own)."""
@@ -156,7 +173,7 @@ def painted_glass(
     if found is None:
         return specs, {"rgb": None, "from": "no glass on the slide: background stays white"}
     window, where = found
-    rgb = glass_colour(loaded, window, grid.halo, options)
+    rgb = glass_colour(loaded, window, grid.halo, options, normaliser)
     specs = [replace(s, background=rgb) if s.name == "ihc" else s for s in specs]
     return specs, {"rgb": [round(v, 4) for v in rgb], "from": where}
 
@@ -212,8 +229,14 @@ def check_options(loaded: LoadedModel, options: dict | None) -> dict:
     engine = sorted(set(options) & set(ENGINE_OPTIONS))
     if engine:
         raise ModelError(f"{', '.join(engine)} is set by the tile engine for each tile; drop it.")
-    loaded.model.check_options(options)
+    normalise.check_method(loaded.card, options)
+    loaded.model.check_options(model_options(options))
     return options
+
+
+def model_options(options: dict) -> dict:
+    """The options that go to the model's ``predict`` (``normalise`` is the run's)."""
+    return {k: v for k, v in options.items() if k != normalise.OPTION}
 
 
 def level_region(slide: Slide, region, level: int) -> Region:

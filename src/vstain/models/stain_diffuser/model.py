@@ -97,6 +97,7 @@ class StainDiffuser(StainModel):
     option_choices: ClassVar[dict[str, tuple[str, ...]]] = {"sampler": SAMPLERS}
 
     outputs = ("ihc", "uncertainty")
+    optional_outputs = {"uncertainty": ("n_samples", lambda n: n > 1)}
     normalisation = "[-1,1]"
     size_multiple = 2 ** (LEVELS - 1)
 
@@ -270,6 +271,10 @@ class MultitaskStainDiffuser(StainDiffuser):
     """IHC generation + auxiliary segmentation (coarse mask or signed distance) diffusion."""
 
     outputs = ("ihc", "segmentation", "uncertainty")
+    optional_outputs = {
+        **StainDiffuser.optional_outputs,
+        "segmentation": ("segment", bool),
+    }
 
     def __init__(self, card: ModelCard):
         if card.config["aux_target"] not in AUX_TARGETS:

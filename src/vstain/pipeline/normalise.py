@@ -1,0 +1,45 @@
+"""The ``normalise`` option of a staining run: the slide's H&E mapped onto the stain statistics
+of the model's training data (its card's ``stain_reference``), with the slide's statistics
+estimated once per slide, on its tissue, never per tile."""
+
+from __future__ import annotations
+
+from vstain.color.stain_normalisation import METHODS, Normaliser, slide_stain_statistics
+from vstain.errors import ModelError
+from vstain.io import Slide
+from vstain.tiles.job import slide_tissue_mask
+from vstain.tiles.store import OutputStore
+
+#: The run option that chooses the method; the engine takes it, not the model.
+OPTION = "normalise"
+
+
+def check_method(card, options: dict) -> str:
+    """The normalisation method ``options`` ask for, if the model's card has its reference."""
+    method = options.get(OPTION, "none")
+    if method not in METHODS:
+        raise ModelError(f"normalise must be one of {', '.join(METHODS)}, got {method!r}.")
+    if method != "none" and method not in card.stain_reference:
+        known = ", ".join(card.stain_reference) or "none"
+        raise ModelError(
+            f"{card.architecture} has no {method} stain reference in its card (it has: {known}), "
+            "so there is nothing to normalise to. Use normalise=none, or record the training "
+            "H&E's statistics with vstain.models.set_stain_reference."
+        )
+    return method
+
+
+def slide_normaliser(
+    slide: Slide, level: int, card, method: str, store=None
+) -> tuple[Normaliser, dict]:
+    """The `Normaliser` of ``slide`` at ``level`` for ``card``'s reference, and the record of it
+    for the store's settings. A resumed ``store`` keeps the slide statistics it was made with."""
+    recorded = OutputStore.open(store).settings.get(OPTION) if store is not None else None
+    if recorded is not None:
+        stats = recorded["slide"]
+    else:
+        stats = slide_stain_statistics(slide, method, level=level, mask=slide_tissue_mask(slide))
+    return Normaliser(method, stats, card.stain_reference[method]), {
+        "method": method,
+        "slide": stats,
+    }

@@ -12,6 +12,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from tests.napari.conftest import PIXEL_SIZE, SLIDE_SIZE, TILE, tiny_checkpoint
+from vstain.cli import main
 from vstain.napari.checkpoint_picker import LOAD_CHECKPOINT
 from vstain.napari.model_choice import UNTRAINED
 from vstain.napari.stain_job import StainJob
@@ -339,3 +340,19 @@ def test_the_manifest_widget_docks_and_side_by_side_is_grid_mode(make_napari_vie
     assert viewer.canvas.grid.enabled
     viewer.canvas.grid.enabled = False
     assert not widget.side_button.isChecked()
+
+
+def test_a_tile_the_model_cannot_take_is_the_cli_s_one_line_error(
+    stain, qtbot, notes, slide_path, checkpoint, tmp_path, capsys
+):
+    viewer, _, widget = stain
+    widget.tile_box.setValue(130)  # pix2pix-small needs a multiple of 4
+    widget.stain_view()
+    wait_idle(qtbot, widget)
+    out = str(tmp_path / "cli.zarr")
+    cli = ["stain", str(slide_path), "--model", str(checkpoint), "--tile", "130", "--out", out]
+    assert main(cli) == 2
+    message = capsys.readouterr().err.removeprefix("vstain: error: ").strip()
+    assert message.startswith("Tile size 130 does not suit tiny.safetensors")
+    assert notes[-1] == ("error", message)
+    assert not [layer for layer in viewer.layers if "vstain_store" in layer.metadata]

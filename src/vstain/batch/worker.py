@@ -12,7 +12,7 @@ from vstain.batch.plan import Block, SlideJob
 from vstain.errors import StainError
 from vstain.io import open_slide
 from vstain.tiles import OutputStore, TileGrid, run_tiles
-from vstain.tiles.job import tissue_test
+from vstain.tiles.job import level_source, tissue_test
 
 #: Slides are read inside a task with dask's synchronous scheduler: the worker's default would
 #: send the slide's read graph (open file handles) to the cluster.
@@ -72,7 +72,7 @@ def run_block(plugin: str, job: SlideJob, block: Block, batch_size: int) -> dict
     grid = TileGrid(job.shape, job.tile, job.halo, job.align)
     with dask.config.set(LOCAL_READS):
         result = run_tiles(
-            array,
+            level_source(slide, job.level),
             model.predict,
             OutputStore.open(job.store, concurrent=True),
             grid,

@@ -23,6 +23,7 @@ resumes without recomputing finished tiles and without torn chunks.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ import zarr
 
 from vstain.errors import OutputExistsError, VstainError
 from vstain.io import create_ome_zarr, downsample_2x, open_ome_zarr_levels
+from vstain.tiles.chunkio import ChunkIO
 from vstain.tiles.grid import Tile
 from vstain.tiles.instances import (
     border_pairs,
@@ -90,11 +92,18 @@ class OutputSpec:
         return np.nan if self.kind == "scalar" else 0
 
     def encode(self, values: np.ndarray) -> np.ndarray:
-        """Function output (C, h, w) -> stored array (stored_channels, h, w)."""
+        """Function output (C, h, w) -> stored array (stored_channels, h, w). An "rgb" output may
+        also come as uint8 0-255 (rounded on the model's device), which is stored as it is."""
         if self.kind == "rgb":
-            rgb = np.clip(np.rint(np.asarray(values, np.float32) * 255.0), 0, 255).astype(np.uint8)
-            alpha = np.full((1, *rgb.shape[1:]), 255, np.uint8)
-            return np.concatenate([rgb, alpha])
+            out = np.empty((self.stored_channels, *values.shape[1:]), np.uint8)
+            out[-1] = 255
+            if values.dtype == np.uint8:
+                out[:-1] = values
+            else:
+                scaled = np.asarray(values, np.float32) * np.float32(255.0)
+                np.clip(np.rint(scaled, out=scaled), 0, 255, out=scaled)
+                out[:-1] = scaled
+            return out
         return np.asarray(values).astype(self.dtype)
 
     def background_block(self, h: int, w: int) -> np.ndarray:
@@ -123,6 +132,9 @@ class OutputStore:
         self.done = self.root["done"]
         self.edges = self._edges()
         self.block = int(self.done.chunks[0])
+        self._io = {name: [ChunkIO(a) for a in levels] for name, levels in self.levels.items()}
+        self._lock = threading.Lock()  # guards the queues below: tiles are written on threads
+        self._flush_lock = threading.Lock()  # one flush at a time (read-modify-writes)
         self._last_flush = time.monotonic()
         self._pending: dict[tuple, list] = {}
         self._pending_done: list[tuple[tuple[int, int], int]] = []
@@ -240,48 +252,62 @@ class OutputStore:
 
     def write_tile(self, tile: Tile, outputs: dict[str, np.ndarray], state: int = COMPUTED) -> None:
         """Write a tile's stored arrays (C, h, w) at its core now; queue its share of the coarser
-        levels and its done flag for the next :meth:`flush` (about once a second)."""
-        x0, y0, x1, y1 = tile.core
+        levels and its done flag for the next :meth:`flush` (about once a second). Tiles may be
+        written from several threads at once (each tile is its own chunk)."""
+        x0, y0 = tile.core[:2]
+        row, col = tile.index
+        shares, edges = [], []
         for name, block in outputs.items():
             spec, levels = self.specs[name], self.levels[name]
             if spec.kind == "instances":
                 block = slide_ids(block, tile.index, self.tile, self.done.shape[1])
-                edges = core_edges(block, self.tile)
-                self._pending_edges.setdefault(name, []).append((tile.index, edges))
-            levels[0][:, y0:y1, x0:x1] = block
+                edges.append((name, core_edges(block, self.tile)))
+            self._io[name][0].write((0, row, col), block)
             for k in range(1, len(levels)):
                 if 2**k > self.shared_factor:
                     break
                 block = spec.downsample(block)
                 ky, kx = y0 >> k, x0 >> k
-                chunk = (name, k, ky // self.tile, kx // self.tile)
-                self._pending.setdefault(chunk, []).append((ky, kx, block))
-        self._pending_done.append((tile.index, state))
-        if (
-            len(self._pending_done) >= FLUSH_MAX_TILES
-            or time.monotonic() - self._last_flush >= FLUSH_SECONDS
-        ):
-            self.flush()
+                shares.append(((name, k, ky // self.tile, kx // self.tile), (ky, kx, block)))
+        with self._lock:
+            for chunk, part in shares:
+                self._pending.setdefault(chunk, []).append(part)
+            for name, value in edges:
+                self._pending_edges.setdefault(name, []).append((tile.index, value))
+            self._pending_done.append((tile.index, state))
+            due = (
+                len(self._pending_done) >= FLUSH_MAX_TILES
+                or time.monotonic() - self._last_flush >= FLUSH_SECONDS
+            )
+        if due and self._flush_lock.acquire(blocking=False):  # else another thread is flushing
+            try:
+                self._flush()
+            finally:
+                self._flush_lock.release()
 
     def flush(self) -> None:
         """Write queued pyramid shares (one read-modify-write per coarse chunk), then the tiles'
         border ids and done flags, so a flag never claims a tile whose writes are not on disk."""
-        for (name, k, row, col), parts in self._pending.items():
-            array, t = self.levels[name][k], self.tile
-            ys = slice(row * t, min((row + 1) * t, array.shape[1]))
-            xs = slice(col * t, min((col + 1) * t, array.shape[2]))
-            chunk = np.asarray(array[:, ys, xs])
+        with self._flush_lock:
+            self._flush()
+
+    def _flush(self) -> None:
+        with self._lock:
+            shares, self._pending = self._pending, {}
+            edges, self._pending_edges = self._pending_edges, {}
+            done, self._pending_done = self._pending_done, []
+            self._last_flush = time.monotonic()
+        t = self.tile
+        for (name, k, row, col), parts in shares.items():
+            io = self._io[name][k]
+            chunk = io.read((0, row, col))
             for ky, kx, block in parts:
-                y, x = ky - ys.start, kx - xs.start
+                y, x = ky - row * t, kx - col * t
                 chunk[:, y : y + block.shape[1], x : x + block.shape[2]] = block
-            array[:, ys, xs] = chunk
-        self._pending.clear()
-        for name, items in self._pending_edges.items():
+            io.write((0, row, col), chunk)
+        for name, items in edges.items():
             self._write_grid_cells(self.edges[name], items)
-        self._pending_edges.clear()
-        self._write_grid_cells(self.done, self._pending_done)
-        self._pending_done.clear()
-        self._last_flush = time.monotonic()
+        self._write_grid_cells(self.done, done)
 
     def _write_grid_cells(self, array, items: list[tuple[tuple[int, int], object]]) -> None:
         """Set ``array[row, col] = value`` for each ((row, col), value) of a per-tile array

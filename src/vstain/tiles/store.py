@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -53,6 +54,9 @@ PENDING, COMPUTED, BACKGROUND = 0, 1, 2
 #: sees the zoomed-out levels fill about once a second.
 FLUSH_SECONDS = 1.0
 FLUSH_MAX_TILES = 64
+#: Coarse chunks a flush wrote are kept (up to this many bytes), so the next flush that adds to
+#: them need not read and decode them again.
+COARSE_CACHE_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,9 @@ class OutputStore:
         self.edges = self._edges()
         self.block = int(self.done.chunks[0])
         self._io = {name: [ChunkIO(a) for a in levels] for name, levels in self.levels.items()}
+        self._cells_io = {"done": ChunkIO(self.done)}
+        self._cells_io.update({name: ChunkIO(a) for name, a in self.edges.items()})
+        self._coarse: OrderedDict[tuple, np.ndarray] = OrderedDict()  # see COARSE_CACHE_BYTES
         self._lock = threading.Lock()  # guards the queues below: tiles are written on threads
         self._flush_lock = threading.Lock()  # one flush at a time (read-modify-writes)
         self._last_flush = time.monotonic()
@@ -298,30 +305,38 @@ class OutputStore:
             done, self._pending_done = self._pending_done, []
             self._last_flush = time.monotonic()
         t = self.tile
-        for (name, k, row, col), parts in shares.items():
+        for key, parts in shares.items():
+            name, k, row, col = key
             io = self._io[name][k]
-            chunk = io.read((0, row, col))
+            chunk = self._coarse.pop(key, None)
+            chunk = io.read((0, row, col)) if chunk is None else chunk
             for ky, kx, block in parts:
                 y, x = ky - row * t, kx - col * t
                 chunk[:, y : y + block.shape[1], x : x + block.shape[2]] = block
             io.write((0, row, col), chunk)
+            self._keep_coarse(key, chunk)
         for name, items in edges.items():
-            self._write_grid_cells(self.edges[name], items)
-        self._write_grid_cells(self.done, done)
+            self._write_grid_cells(self._cells_io[name], items)
+        self._write_grid_cells(self._cells_io["done"], done)
 
-    def _write_grid_cells(self, array, items: list[tuple[tuple[int, int], object]]) -> None:
+    def _keep_coarse(self, key: tuple, chunk: np.ndarray) -> None:
+        self._coarse[key] = chunk
+        size = sum(c.nbytes for c in self._coarse.values())
+        while size > COARSE_CACHE_BYTES and len(self._coarse) > 1:
+            size -= self._coarse.popitem(last=False)[1].nbytes
+
+    def _write_grid_cells(self, io: ChunkIO, items: list[tuple[tuple[int, int], object]]) -> None:
         """Set ``array[row, col] = value`` for each ((row, col), value) of a per-tile array
         chunked like the done-map: one read-modify-write per chunk."""
         b, blocks = self.block, {}
         for (r, c), value in items:
             blocks.setdefault((r // b, c // b), []).append((r, c, value))
+        rest = (0,) * (io.array.ndim - 2)
         for (br, bc), cells in blocks.items():
-            rows = slice(br * b, min((br + 1) * b, array.shape[0]))
-            cols = slice(bc * b, min((bc + 1) * b, array.shape[1]))
-            block = np.asarray(array[rows, cols])
+            block = io.read((br, bc, *rest))
             for r, c, value in cells:
-                block[r - rows.start, c - cols.start] = value
-            array[rows, cols] = block
+                block[r - br * b, c - bc * b] = value
+            io.write((br, bc, *rest), block)
 
     def write_background(self, tile: Tile) -> None:
         x0, y0, x1, y1 = tile.core
@@ -338,6 +353,7 @@ class OutputStore:
         """Work that needs every writer's tiles: join objects cut by tile borders, then build the
         levels coarser than `shared_factor` (for the levels concurrent writers left, open the
         store with ``concurrent=True``)."""
+        self._coarse.clear()  # both rewrite chunks
         self.merge_instances()
         self.build_levels()
 

@@ -273,7 +273,8 @@ def test_killed_process_resumes_to_identical_output(slide, model, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = OutputStore.open(out).done_map()
-    assert 16 <= (done == COMPUTED).sum() < done.size
+    # done flags lag the writes by less than FLUSH_MAX_TILES (8 here): 20 written, 13 flagged
+    assert 13 <= (done == COMPUTED).sum() < done.size
     finished = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert "finished" in finished.stdout, finished.stderr
     np.testing.assert_array_equal(ihc_level(out), ihc_level(full))

@@ -357,6 +357,7 @@ def run_tiles(
         (readers or default_threads(), writers or default_threads()),
     )
     if compute or background:
+        store.expect(compute + background)
         pipeline.run(compute, background)
     store.finish()
     done = store.done_map()

@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -36,6 +35,7 @@ import zarr
 from vstain.errors import OutputExistsError, VstainError
 from vstain.io import create_ome_zarr, downsample_2x, open_ome_zarr_levels
 from vstain.tiles.chunkio import ChunkIO
+from vstain.tiles.coarse import CoarseChunks
 from vstain.tiles.grid import Tile
 from vstain.tiles.instances import (
     border_pairs,
@@ -52,11 +52,10 @@ PENDING, COMPUTED, BACKGROUND = 0, 1, 2
 #: Coarse-level shares and done flags are flushed at most this often (seconds), or when this many
 #: tiles are queued: fewer read-modify-writes of coarse chunks, bounded memory, and a viewer still
 #: sees the zoomed-out levels fill about once a second.
+#: A coarse chunk is written once complete (see `vstain.tiles.coarse`), so done flags wait for
+#: their tiles' coarse chunks; when this many wait, every changed chunk is written.
 FLUSH_SECONDS = 1.0
 FLUSH_MAX_TILES = 64
-#: Coarse chunks a flush wrote are kept (up to this many bytes), so the next flush that adds to
-#: them need not read and decode them again.
-COARSE_CACHE_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -139,12 +138,17 @@ class OutputStore:
         self._io = {name: [ChunkIO(a) for a in levels] for name, levels in self.levels.items()}
         self._cells_io = {"done": ChunkIO(self.done)}
         self._cells_io.update({name: ChunkIO(a) for name, a in self.edges.items()})
-        self._coarse: OrderedDict[tuple, np.ndarray] = OrderedDict()  # see COARSE_CACHE_BYTES
+        self._coarse = CoarseChunks(
+            lambda key: self._io[key[0]][key[1]].read((0, *key[2:])),
+            lambda key, chunk: self._io[key[0]][key[1]].write((0, *key[2:]), chunk),
+        )
+        self._waiting: list[tuple[tuple[int, int], int, list]] = []  # flags awaiting chunks
+        self._unflagged = 0  # tiles written whose done flags are not (guarded by _lock)
         self._lock = threading.Lock()  # guards the queues below: tiles are written on threads
         self._flush_lock = threading.Lock()  # one flush at a time (read-modify-writes)
         self._last_flush = time.monotonic()
         self._pending: dict[tuple, list] = {}
-        self._pending_done: list[tuple[tuple[int, int], int]] = []
+        self._pending_done: list[tuple[tuple[int, int], int, list]] = []
         self._pending_edges: dict[str, list[tuple[tuple[int, int], np.ndarray]]] = {}
 
     def _edges(self) -> dict:
@@ -257,13 +261,28 @@ class OutputStore:
     def done_map(self) -> np.ndarray:
         return np.asarray(self.done[:])
 
+    def _coarse_keys(self, tile: Tile) -> list[tuple]:
+        """(output, level, chunk row, chunk column) of the coarse chunks ``tile`` updates."""
+        x0, y0 = tile.core[:2]
+        return [
+            (name, k, (y0 >> k) // self.tile, (x0 >> k) // self.tile)
+            for name, levels in self.levels.items()
+            for k in range(1, len(levels))
+            if 2**k <= self.shared_factor
+        ]
+
+    def expect(self, tiles: list[Tile]) -> None:
+        """Announce the tiles a run will write, so each coarse chunk is written once, when its
+        last tile arrives (without this, after `FLUSH_MAX_TILES` tiles or 10 s)."""
+        self._coarse.expect(key for t in tiles for key in self._coarse_keys(t))
+
     def write_tile(self, tile: Tile, outputs: dict[str, np.ndarray], state: int = COMPUTED) -> None:
         """Write a tile's stored arrays (C, h, w) at its core now; queue its share of the coarser
         levels and its done flag for the next :meth:`flush` (about once a second). Tiles may be
         written from several threads at once (each tile is its own chunk)."""
         x0, y0 = tile.core[:2]
         row, col = tile.index
-        shares, edges = [], []
+        keys, shares, edges = self._coarse_keys(tile), [], []
         for name, block in outputs.items():
             spec, levels = self.specs[name], self.levels[name]
             if spec.kind == "instances":
@@ -274,56 +293,52 @@ class OutputStore:
                 if 2**k > self.shared_factor:
                     break
                 block = spec.downsample(block)
-                ky, kx = y0 >> k, x0 >> k
-                shares.append(((name, k, ky // self.tile, kx // self.tile), (ky, kx, block)))
+                shares.append((name, k, y0 >> k, x0 >> k, block))
         with self._lock:
-            for chunk, part in shares:
-                self._pending.setdefault(chunk, []).append(part)
+            for name, k, ky, kx, block in shares:
+                key = (name, k, ky // self.tile, kx // self.tile)
+                self._pending.setdefault(key, []).append((ky, kx, block))
             for name, value in edges:
                 self._pending_edges.setdefault(name, []).append((tile.index, value))
-            self._pending_done.append((tile.index, state))
-            due = (
-                len(self._pending_done) >= FLUSH_MAX_TILES
-                or time.monotonic() - self._last_flush >= FLUSH_SECONDS
-            )
-        if due and self._flush_lock.acquire(blocking=False):  # else another thread is flushing
+            self._pending_done.append((tile.index, state, keys))
+            self._unflagged += 1
+            force = self._unflagged >= FLUSH_MAX_TILES
+            due = force or time.monotonic() - self._last_flush >= FLUSH_SECONDS
+        if force:  # flags may lag at most FLUSH_MAX_TILES tiles: wait for a flush under way
+            with self._flush_lock:
+                self._flush(force)
+        elif due and self._flush_lock.acquire(blocking=False):  # else a flush is under way
             try:
-                self._flush()
+                self._flush(force)
             finally:
                 self._flush_lock.release()
 
     def flush(self) -> None:
-        """Write queued pyramid shares (one read-modify-write per coarse chunk), then the tiles'
-        border ids and done flags, so a flag never claims a tile whose writes are not on disk."""
+        """Write every queued pyramid share, then the tiles' border ids and done flags, so a
+        flag never claims a tile whose writes are not on disk."""
         with self._flush_lock:
-            self._flush()
+            self._flush(force=True)
 
-    def _flush(self) -> None:
+    def _flush(self, force: bool) -> None:
+        """Paste queued shares into their coarse chunks and write those that are due (all with
+        ``force``: when `FLUSH_MAX_TILES` flags wait); then the flags whose chunks are written."""
         with self._lock:
             shares, self._pending = self._pending, {}
             edges, self._pending_edges = self._pending_edges, {}
             done, self._pending_done = self._pending_done, []
             self._last_flush = time.monotonic()
-        t = self.tile
         for key, parts in shares.items():
-            name, k, row, col = key
-            io = self._io[name][k]
-            chunk = self._coarse.pop(key, None)
-            chunk = io.read((0, row, col)) if chunk is None else chunk
-            for ky, kx, block in parts:
-                y, x = ky - row * t, kx - col * t
-                chunk[:, y : y + block.shape[1], x : x + block.shape[2]] = block
-            io.write((0, row, col), chunk)
-            self._keep_coarse(key, chunk)
+            self._coarse.add(key, parts, (key[2] * self.tile, key[3] * self.tile))
+        waiting = self._waiting + done
+        self._coarse.write_due(force)
         for name, items in edges.items():
             self._write_grid_cells(self._cells_io[name], items)
-        self._write_grid_cells(self._cells_io["done"], done)
-
-    def _keep_coarse(self, key: tuple, chunk: np.ndarray) -> None:
-        self._coarse[key] = chunk
-        size = sum(c.nbytes for c in self._coarse.values())
-        while size > COARSE_CACHE_BYTES and len(self._coarse) > 1:
-            size -= self._coarse.popitem(last=False)[1].nbytes
+        ready = [not any(self._coarse.is_dirty(k) for k in keys) for _, _, keys in waiting]
+        self._waiting = [w for w, r in zip(waiting, ready, strict=True) if not r]
+        flags = [(index, state) for (index, state, _), r in zip(waiting, ready, strict=True) if r]
+        self._write_grid_cells(self._cells_io["done"], flags)
+        with self._lock:
+            self._unflagged -= len(flags)
 
     def _write_grid_cells(self, io: ChunkIO, items: list[tuple[tuple[int, int], object]]) -> None:
         """Set ``array[row, col] = value`` for each ((row, col), value) of a per-tile array
@@ -353,7 +368,7 @@ class OutputStore:
         """Work that needs every writer's tiles: join objects cut by tile borders, then build the
         levels coarser than `shared_factor` (for the levels concurrent writers left, open the
         store with ``concurrent=True``)."""
-        self._coarse.clear()  # both rewrite chunks
+        self._coarse.clear()  # both rewrite chunks; `finish` wrote every held one
         self.merge_instances()
         self.build_levels()
 

@@ -19,7 +19,7 @@ class ChunkCache:
     Safe to slice from several threads: a chunk two threads need at once is decoded once.
     """
 
-    def __init__(self, array, max_bytes: int = 64 * 2**20, tiles=None):
+    def __init__(self, array, max_bytes: int = 32 * 2**20, tiles=None):
         self.array, self.tiles = array, tiles
         self.shape = array.shape
         self.dtype = array.dtype

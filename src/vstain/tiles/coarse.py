@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-MAX_BYTES = 64 * 2**20
+MAX_BYTES = 32 * 2**20
 MAX_WAIT_SECONDS = 10.0
 
 Key = tuple  # (output name, level, chunk row, chunk column)

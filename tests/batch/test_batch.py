@@ -232,6 +232,7 @@ def test_each_local_worker_loads_the_model_on_its_own_gpu(monkeypatch):
     import torch
 
     import vstain.models
+    import vstain.models.device
     import vstain.stain
     from vstain.batch.worker import ModelPlugin
 
@@ -239,7 +240,7 @@ def test_each_local_worker_loads_the_model_on_its_own_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(vstain.models, "choose_device", lambda name: name)
     monkeypatch.setattr(vstain.stain, "load_model", lambda ckpt, device: loaded.append(device))
-    monkeypatch.setattr(vstain.stain, "tile_function", lambda model, dev, options: None)
+    monkeypatch.setattr(vstain.models.device, "Predictor", lambda *args, **kwargs: None)
 
     class Worker:
         def __init__(self, name):

@@ -43,14 +43,15 @@ class ModelPlugin(WorkerPlugin):
         import torch
 
         from vstain.models import choose_device
-        from vstain.stain import load_model, tile_function
+        from vstain.models.device import Predictor
+        from vstain.stain import load_model, rasterised
 
         if self.torch_threads:
             torch.set_num_threads(self.torch_threads)
         device = worker_device(self.device, worker.name, torch.cuda.device_count())
         dev = choose_device(device)
         self.model = load_model(self.checkpoint, device)
-        self.predict = tile_function(self.model, dev, self.options)
+        self.predict = Predictor(self.model, dev, options=self.options, postprocess=rasterised)
 
     def teardown(self, worker) -> None:
         self.model = self.predict = None

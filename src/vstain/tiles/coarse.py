@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 MAX_BYTES = 32 * 2**20
-MAX_WAIT_SECONDS = 10.0
+MAX_WAIT_SECONDS = 5.0
 
 Key = tuple  # (output name, level, chunk row, chunk column)
 

@@ -55,7 +55,7 @@ PENDING, COMPUTED, BACKGROUND = 0, 1, 2
 #: A coarse chunk is written once complete (see `vstain.tiles.coarse`), so done flags wait for
 #: their tiles' coarse chunks; when this many wait, every changed chunk is written.
 FLUSH_SECONDS = 1.0
-FLUSH_MAX_TILES = 64
+FLUSH_MAX_TILES = 256
 
 
 @dataclass(frozen=True)
@@ -273,7 +273,7 @@ class OutputStore:
 
     def expect(self, tiles: list[Tile]) -> None:
         """Announce the tiles a run will write, so each coarse chunk is written once, when its
-        last tile arrives (without this, after `FLUSH_MAX_TILES` tiles or 10 s)."""
+        last tile arrives (without this, after `FLUSH_MAX_TILES` tiles or 5 s)."""
         self._coarse.expect(key for t in tiles for key in self._coarse_keys(t))
 
     def write_tile(self, tile: Tile, outputs: dict[str, np.ndarray], state: int = COMPUTED) -> None:

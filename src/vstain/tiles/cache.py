@@ -16,10 +16,12 @@ class ChunkCache:
     Windows with halos overlap their neighbours and straddle the file's tiles; without the cache
     every window would decode (and pay dask's per-graph cost for) each tile it touches again.
     ``tiles`` (e.g. `vstain.io.tiff_tiles.TiffTiles`) decodes a chunk without dask when given.
+    64 MiB hold the three rows of 512 px chunks that a row of 512 px windows with halos touches on
+    an 8192 px wide slide (32 MiB cost 1.7 ms of CPU per tile in decoding chunks again).
     Safe to slice from several threads: a chunk two threads need at once is decoded once.
     """
 
-    def __init__(self, array, max_bytes: int = 32 * 2**20, tiles=None):
+    def __init__(self, array, max_bytes: int = 64 * 2**20, tiles=None):
         self.array, self.tiles = array, tiles
         self.shape = array.shape
         self.dtype = array.dtype

@@ -144,6 +144,7 @@ class OutputStore:
         )
         self._waiting: list[tuple[tuple[int, int], int, list]] = []  # flags awaiting chunks
         self._unflagged = 0  # tiles written whose done flags are not (guarded by _lock)
+        self._background: dict[tuple[int, int], dict[str, np.ndarray]] = {}
         self._lock = threading.Lock()  # guards the queues below: tiles are written on threads
         self._flush_lock = threading.Lock()  # one flush at a time (read-modify-writes)
         self._last_flush = time.monotonic()
@@ -355,7 +356,11 @@ class OutputStore:
 
     def write_background(self, tile: Tile) -> None:
         x0, y0, x1, y1 = tile.core
-        blocks = {n: s.background_block(y1 - y0, x1 - x0) for n, s in self.specs.items()}
+        shape = (y1 - y0, x1 - x0)
+        blocks = self._background.get(shape)
+        if blocks is None:  # made once per tile shape: write_tile only reads them
+            blocks = {n: s.background_block(*shape) for n, s in self.specs.items()}
+            self._background[shape] = blocks
         self.write_tile(tile, blocks, BACKGROUND)
 
     def finish(self) -> None:

@@ -10,14 +10,15 @@ Layout of ``OUT.zarr``::
                          ids, as the tile gave them; `merge_instances` joins objects across borders
 
 A tile's core is exactly one chunk at level 0, so each tile is written once, and its share of every
-coarser level whose downsample factor is at most the tile size lies inside one chunk there
-too; those shares are queued and written by `OutputStore.flush` (about once a second), one
-read-modify-write per coarse chunk. Coarser levels (only for slides over ~100k px) are
-rebuilt by :meth:`OutputStore.finish`. Concurrent writers (batch workers) each own blocks of tiles
-the size of a done-map chunk; their tiles update only the coarse levels whose chunks lie inside one
-block, and :meth:`OutputStore.complete` builds the rest once every block is done. The done
-flag is set after all of a tile's writes, and zarr writes chunks atomically, so a killed run
-resumes without recomputing finished tiles and without torn chunks.
+coarser level whose downsample factor is at most the tile size lies inside one chunk there too;
+those shares are pasted into coarse chunks held in memory and each coarse chunk is written when
+its last tile of the run has arrived (`vstain.tiles.coarse`). Coarser levels (only for slides
+over ~100k px) are rebuilt by :meth:`OutputStore.finish`. Concurrent writers (batch workers) each
+own blocks of tiles the size of a done-map chunk; their tiles update only the coarse levels whose
+chunks lie inside one block, and :meth:`OutputStore.complete` builds the rest once every block is
+done. The done flag is set after all of a tile's writes, and chunks are written atomically
+(temporary file + rename), so a killed run resumes without recomputing finished tiles and without
+torn chunks.
 """
 
 from __future__ import annotations
@@ -49,11 +50,10 @@ from vstain.tiles.instances import (
 #: Grid cells per chunk of the done-map (default): a block of tiles is the unit one writer owns.
 DONE_BLOCK = 8
 PENDING, COMPUTED, BACKGROUND = 0, 1, 2
-#: Coarse-level shares and done flags are flushed at most this often (seconds), or when this many
-#: tiles are queued: fewer read-modify-writes of coarse chunks, bounded memory, and a viewer still
-#: sees the zoomed-out levels fill about once a second.
-#: A coarse chunk is written once complete (see `vstain.tiles.coarse`), so done flags wait for
-#: their tiles' coarse chunks; when this many wait, every changed chunk is written.
+#: Queued coarse-level shares are pasted into their held chunks, complete chunks written and the
+#: done flags of tiles whose chunks are all written set, about this often (seconds). A coarse
+#: chunk is written once complete (see `vstain.tiles.coarse`), so flags wait for it; when
+#: FLUSH_MAX_TILES flags wait, every changed chunk is written (a killed run loses fewer tiles).
 FLUSH_SECONDS = 1.0
 FLUSH_MAX_TILES = 256
 

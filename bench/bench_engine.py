@@ -1,15 +1,19 @@
-"""Tile engine benchmarks: pipeline efficiency, memory flat in slide size, seams.
+"""Tile engine benchmarks: throughput against the I/O floor, a GPU stand-in, pipeline efficiency,
+memory flat in slide size, seams.
 
+python bench/bench_engine.py throughput   # null model through the engine vs one-thread I/O floor
+python bench/bench_engine.py standin      # 15 ms/tile GIL-free stand-in model: engine / own rate
 python bench/bench_engine.py efficiency   # engine tiles/s vs raw model forward tiles/s
 python bench/bench_engine.py memory       # peak RSS, 5000^2 vs 20000^2 pyramidal TIFF
 python bench/bench_engine.py seams        # seam metric, crop vs feather, halo vs no halo
 python bench/bench_engine.py instances    # joining objects cut by tile borders vs the tile run
-python bench/bench_engine.py              # all four
+python bench/bench_engine.py              # all six
 """
 
 from __future__ import annotations
 
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -21,7 +25,8 @@ import dask.array as da
 import numpy as np
 import torch
 
-from vstain.io import open_slide, write_ome_tiff
+from vstain.io import downsample_2x, open_slide, write_ome_tiff
+from vstain.io.tiff_tiles import tiff_tiles
 from vstain.tiles import OutputSpec, OutputStore, TileGrid, run_tiles, stain_level
 from vstain.tiles.instances import border_pairs, merged_ids
 from vstain.tiles.seams import seam_metric
@@ -153,6 +158,120 @@ def efficiency(tmp: Path) -> dict:
     return out
 
 
+def _null_model(batch: np.ndarray) -> dict:
+    """Returns its uint8 input as the IHC: the engine's own cost, nothing else."""
+    return {"ihc": batch.transpose(0, 3, 1, 2)}
+
+
+_null_model.uint8_input = True
+
+
+def _standin_model(ms_per_tile: float):
+    """A stand-in for a GPU model: sleeps ``ms_per_tile`` per tile (the GIL released, as while
+    a GPU computes) and returns its uint8 input."""
+
+    def model(batch: np.ndarray) -> dict:
+        time.sleep(ms_per_tile / 1000 * len(batch))
+        return {"ihc": batch.transpose(0, 3, 1, 2)}
+
+    model.uint8_input = True
+    return model
+
+
+def _slide_8192(tmp: Path):
+    path = tmp / "s8192.ome.tif"
+    if not path.exists():
+        write_ome_tiff(textured_slide(8192), path, pixel_size=0.5, compression="jpeg")
+    return open_slide(path)
+
+
+def io_floor(slide, tmp: Path) -> tuple[float, float]:
+    """MP/s of the I/O a tile run cannot avoid, on one thread: decode every source JPEG tile,
+    zstd-encode its RGBA output chunk and the chunk's 2x pyramid share, write each to a file.
+    Returns (MP/s, CPU ms per 512 px tile)."""
+    from numcodecs import Zstd
+
+    tiles, zstd = tiff_tiles(slide, 0), Zstd(level=0)  # zarr's default codec
+    out = tmp / "floor"
+    out.mkdir(exist_ok=True)
+    start, cpu = time.perf_counter(), time.process_time()
+    for i in range(len(tiles.chunks[0])):
+        for j in range(len(tiles.chunks[1])):
+            rgb = tiles.read(i, j)
+            rgba = np.empty((4, *rgb.shape[:2]), np.uint8)
+            rgba[:3], rgba[3] = rgb.transpose(2, 0, 1), 255
+            (out / f"{i}.{j}").write_bytes(zstd.encode(rgba))
+            (out / f"{i}.{j}.1").write_bytes(zstd.encode(downsample_2x(rgba)))
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    count = len(tiles.chunks[0]) * tiles.across
+    return slide.shape[0] * slide.shape[1] / 1e6 / seconds, 1000 * cpu / count
+
+
+def _engine_mps(
+    slide, model, store: Path, tile: int, batch: int = 8, min_tissue: float = 0
+) -> tuple[float, dict]:
+    """MP/s of a run over the whole slide (``min_tissue`` above 1: every tile background)."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    result = stain_level(
+        slide,
+        model,
+        store,
+        specs=[IHC],
+        tile=tile,
+        halo=16,
+        batch_size=batch,
+        min_tissue=min_tissue,
+    )
+    seconds = time.perf_counter() - t0
+    cpu = time.process_time() - c0
+    tiles = result.computed + result.background
+    info = {
+        "tiles": tiles,
+        "tiles_per_s": round(tiles / seconds, 1),
+        "cpu_s_per_wall_s": round(cpu / seconds, 2),
+        "cpu_ms_per_512px": round(1000 * cpu / tiles * (512 / tile) ** 2, 2),
+    }
+    return slide.shape[0] * slide.shape[1] / 1e6 / seconds, info
+
+
+def throughput(tmp: Path) -> dict:
+    """Null-model engine throughput (8192^2 JPEG OME-TIFF, halo 16, batch 8) against the
+    one-thread I/O floor measured in the same run (target: ratio >= 1.0 at 512 px)."""
+    slide = _slide_8192(tmp)
+    out = {"load_average": os.getloadavg()[0], "cores": os.cpu_count()}
+    floor, floor_cpu = io_floor(slide, tmp)
+    out["io_floor_one_thread_mp_s"] = round(floor, 2)
+    out["io_floor_cpu_ms_per_512px"] = round(floor_cpu, 2)
+    for tile in (512, 256):
+        mps, info = _engine_mps(slide, _null_model, tmp / f"null{tile}.zarr", tile)
+        out[f"engine_null_{tile}px"] = {"mp_s": round(mps, 2), **info}
+    mps, info = _engine_mps(slide, _null_model, tmp / "background.zarr", 512, min_tissue=2)
+    out["engine_background_512px"] = {"mp_s": round(mps, 2), **info}
+    out["ratio_engine_512_to_floor"] = round(out["engine_null_512px"]["mp_s"] / floor, 3)
+    out["load_average_after"] = os.getloadavg()[0]
+    return out
+
+
+def standin(tmp: Path, ms_per_tile: float = 15.0, batch: int = 8) -> dict:
+    """Engine rate of a model that sleeps ``ms_per_tile`` per 512 px tile (GIL released, as a GPU
+    computes) over its own rate on batches in memory (target: >= 0.9)."""
+    slide = _slide_8192(tmp)
+    model = _standin_model(ms_per_tile)
+    windows = np.zeros((batch, 544, 544, 3), np.uint8)
+    t0 = time.perf_counter()
+    for _ in range(8):
+        model(windows)
+    own = 8 * batch / (time.perf_counter() - t0)
+    load = os.getloadavg()[0]
+    _, info = _engine_mps(slide, model, tmp / "standin.zarr", 512, batch)
+    return {
+        "load_average": load,
+        "own_tiles_per_s": round(own, 1),
+        "engine": info,
+        "ratio": round(info["tiles_per_s"] / own, 3),
+    }
+
+
 def _memory_child(phase: str, size: int, tmp: str) -> None:
     """Run in a fresh process, so ru_maxrss is this phase's peak: "write" the slide tile by
     tile, or "stain" it; print the peak resident memory as JSON."""
@@ -264,7 +383,7 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_memory_child":
         _memory_child(sys.argv[2], int(sys.argv[3]), sys.argv[4])
         return
-    which = sys.argv[1:] or ["efficiency", "memory", "seams", "instances"]
+    which = sys.argv[1:] or ["throughput", "standin", "efficiency", "memory", "seams", "instances"]
     with tempfile.TemporaryDirectory() as tmp:
         for name in which:
             print(name, json.dumps(globals()[name](Path(tmp)), indent=1), flush=True)

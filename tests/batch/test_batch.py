@@ -227,6 +227,34 @@ def test_block_size_and_gpu_choice():
     assert worker_device("cpu", 3, 2) == "cpu"
 
 
+def test_each_local_worker_loads_the_model_on_its_own_gpu(monkeypatch):
+    """`ModelPlugin.setup` on local workers 0..4 with 2 GPUs visible: cuda:0, 1, 0, 1, 0 (round
+    robin); a device named by the user, or a worker not numbered by a LocalCluster, keeps it."""
+    import torch
+    import vstain.stain
+
+    import vstain.models
+    import vstain.models.device
+    from vstain.batch.worker import ModelPlugin
+
+    loaded = []
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(vstain.models, "choose_device", lambda name: name)
+    monkeypatch.setattr(vstain.stain, "load_model", lambda ckpt, device: loaded.append(device))
+    monkeypatch.setattr(vstain.models.device, "Predictor", lambda *args, **kwargs: None)
+
+    class Worker:
+        def __init__(self, name):
+            self.name = name
+
+    for device in ("auto", "cuda", "cuda:1", "cpu"):
+        for name in range(5):
+            ModelPlugin("model.safetensors", device, torch_threads=None).setup(Worker(name))
+    ModelPlugin("model.safetensors", "auto", torch_threads=None).setup(Worker("tcp://a:1"))
+    assert loaded[:10] == ["cuda:0", "cuda:1", "cuda:0", "cuda:1", "cuda:0"] * 2
+    assert loaded[10:] == ["cuda:1"] * 5 + ["cpu"] * 5 + ["auto"]
+
+
 def test_killed_worker_mid_run_completes_identically(data, cluster, tmp_path):
     from distributed import Client
 

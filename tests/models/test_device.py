@@ -7,7 +7,15 @@ import pytest
 import torch
 
 from vstain.models import DeviceError, ModelError, choose_device, create, predict_batch
-from vstain.models.device import autocast_context, autocast_dtype, prepare_model
+from vstain.models.device import (
+    MAX_AUTO_BATCH,
+    Predictor,
+    auto_batch_size,
+    autocast_context,
+    autocast_dtype,
+    batch_for_memory,
+    prepare_model,
+)
 
 
 @pytest.fixture
@@ -64,6 +72,9 @@ def test_autocast_dtype(monkeypatch):
     assert autocast_dtype(torch.device("cuda")) == torch.bfloat16
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
     assert autocast_dtype(torch.device("cuda:0")) == torch.float16
+    assert autocast_dtype(torch.device("cpu"), "bf16") == torch.bfloat16
+    assert autocast_dtype(torch.device("cuda"), "off") is None
+    assert autocast_dtype(torch.device("mps"), "fp16") == torch.float16
 
 
 def test_predict_batch_accepts_numpy_uint8_float_and_tensors(pair):
@@ -107,3 +118,61 @@ def test_predict_batch_errors(pair):
         predict_batch(model, torch.zeros(1, 64, 64, 3), cpu)
     with pytest.raises(ModelError, match="model is on cpu but meta was asked"):
         predict_batch(model, pair["he"], torch.device("meta"))
+
+
+def _hwc_uint8(pair, n=2) -> np.ndarray:
+    he = pair["he"].repeat(n, 1, 1, 1)
+    return np.rint(he.permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
+
+
+def test_predictor_uint8_output_is_the_float_output_rounded(pair):
+    """The engine's path (uint8 in, IHC rounded on the device) stores exactly what the float
+    path stored: `OutputSpec.encode` of the float IHC."""
+    from vstain.tiles import OutputSpec
+
+    cpu = torch.device("cpu")
+    model = prepare_model(create("pix2pix"), cpu)
+    batch = _hwc_uint8(pair)
+    floats = predict_batch(model, batch, cpu)["ihc"]
+    out = Predictor(model, cpu)(batch)
+    assert out["ihc"].dtype == np.uint8
+    spec = OutputSpec("ihc")
+    for got, ref in zip(out["ihc"], floats, strict=True):
+        np.testing.assert_array_equal(spec.encode(got), spec.encode(ref))
+
+
+def test_predictor_submit_then_collect_equals_a_call(pair):
+    cpu = torch.device("cpu")
+    predictor = Predictor(prepare_model(create("pix2pix"), cpu), cpu)
+    batch = _hwc_uint8(pair)
+    first, second = predictor.submit(batch), predictor.submit(batch[::-1].copy())
+    np.testing.assert_array_equal(first()["ihc"], predictor(batch)["ihc"])
+    np.testing.assert_array_equal(second()["ihc"], predictor(batch)["ihc"][::-1])
+
+
+def test_predictor_switches_are_recorded_and_stay_close(pair):
+    """bf16 autocast (asked for explicitly on CPU) stays within 6/255 of float32 on the demo-size
+    model; channels-last changes the layout, not the values (within 1/255)."""
+    cpu = torch.device("cpu")
+    model = prepare_model(create("pix2pix"), cpu)
+    batch = _hwc_uint8(pair)
+    plain = Predictor(model, cpu, autocast="off", channels_last=False)
+    assert plain.settings == {"autocast": "off", "channels_last": False}
+    reference = plain(batch)["ihc"].astype(int)
+    bf16 = Predictor(model, cpu, autocast="bf16")
+    assert bf16.settings == {"autocast": "bfloat16", "channels_last": False}
+    assert np.abs(bf16(batch)["ihc"].astype(int) - reference).max() <= 6
+    last = Predictor(model, cpu, channels_last=True)
+    assert last.settings["channels_last"]
+    assert np.abs(last(batch)["ihc"].astype(int) - reference).max() <= 1
+    with pytest.raises(ModelError, match="autocast must be one of"):
+        Predictor(model, cpu, autocast="fp8")
+
+
+def test_batch_size_from_free_memory():
+    assert batch_for_memory(10 * 2**30, 2**30) == 6  # 60 % of 10 GiB at 1 GiB per tile
+    assert batch_for_memory(2**20, 2**30) == 1
+    assert batch_for_memory(80 * 2**30, 2**20) == MAX_AUTO_BATCH
+    cpu = torch.device("cpu")
+    predictor = Predictor(prepare_model(create("pix2pix"), cpu), cpu)
+    assert auto_batch_size(predictor, window=64, default=3) == 3  # no memory report off CUDA

@@ -5,11 +5,12 @@ import weakref
 
 import numpy as np
 import pytest
+import torch
 
 from tests.napari.conftest import tiny_checkpoint
 from vstain.errors import CheckpointError, StainError
-from vstain.pipeline import ModelCache
-from vstain.pipeline.loaded_model import check_finite
+from vstain.models import create
+from vstain.pipeline import ModelCache, load_model
 
 
 @pytest.fixture
@@ -41,10 +42,13 @@ def test_cache_loads_once_and_frees_the_previous_model(tmp_path, checkpoint):
         cache.get(tmp_path / "missing.safetensors", "cpu")
 
 
-@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_non_finite_outputs_are_refused(bad):
-    ihc = np.zeros((2, 3, 4, 4), np.float32)
-    check_finite({"ihc": ihc, "keypoints": np.zeros((2, 1, 4, 4), np.int32)}, "pix2pix")
-    ihc[1, 0, 2, 2] = bad
-    with pytest.raises(StainError, match="NaN or infinite ihc"):
-        check_finite({"ihc": ihc}, "pix2pix")
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_outputs_are_refused_when_the_batch_is_collected(bad):
+    model = create("pix2pix", "small")
+    fn = load_model(model, "cpu").tile_function()
+    windows = np.full((2, 32, 32, 3), 200, np.uint8)
+    assert fn(windows)["ihc"].dtype == np.uint8
+    with torch.no_grad():
+        next(model.parameters()).fill_(bad)
+    with pytest.raises(StainError, match="NaN or infinite"):
+        fn(windows)

@@ -273,7 +273,8 @@ def test_killed_process_resumes_to_identical_output(slide, model, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = OutputStore.open(out).done_map()
-    assert 16 <= (done == COMPUTED).sum() < done.size
+    # done flags lag the writes by less than FLUSH_MAX_TILES (8 here): 20 written, 13 flagged
+    assert 13 <= (done == COMPUTED).sum() < done.size
     finished = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert "finished" in finished.stdout, finished.stderr
     np.testing.assert_array_equal(ihc_level(out), ihc_level(full))
@@ -312,3 +313,60 @@ def test_aligned_windows_make_strided_models_tile_exactly(tmp_path):
         stain_level(slide, model, out, specs=[IHC], tile=64, halo=halo, align=align, min_tissue=0)
         errors[align] = np.abs(ihc_level(out)[..., :3].astype(int) - ref).max()
     assert errors[2] <= 1 < errors[1]
+
+
+def test_uint8_predictor_stores_what_the_float_path_stores(slide, tmp_path):
+    """Windows as uint8 and the IHC rounded on the device (`Predictor`, submitted one batch
+    ahead) give the same store as float batches; feathering the rounded IHC stays within 1/255."""
+    from vstain.models import create
+    from vstain.models.device import Predictor, predict_batch, prepare_model
+
+    cpu = torch.device("cpu")
+    model = prepare_model(create("pix2pix"), cpu)
+
+    def float_fn(batch):
+        return predict_batch(model, batch, cpu)
+
+    stored = {}
+    for blend in ("crop", "feather"):
+        for name, fn in (("float", float_fn), ("uint8", Predictor(model, cpu))):
+            out = tmp_path / f"{name}-{blend}.zarr"
+            stain_level(
+                slide,
+                fn,
+                out,
+                specs=[IHC],
+                tile=64,
+                halo=16,
+                align=model.size_multiple,
+                blend=blend,
+                batch_size=3,
+                min_tissue=0,
+            )
+            stored[name, blend] = ihc_level(out).astype(int)
+    np.testing.assert_array_equal(stored["float", "crop"], stored["uint8", "crop"])
+    assert np.abs(stored["float", "feather"] - stored["uint8", "feather"]).max() <= 1
+
+
+def test_thread_pools_do_not_change_the_store(slide, model, tmp_path):
+    """One reader and one writer, or several of each: the same chunks, pyramid and done-map."""
+    results = []
+    for threads in (1, 3):
+        out = tmp_path / f"t{threads}.zarr"
+        store = OutputStore.create(
+            out, shape=slide.shape, tile=64, specs=[IHC], pixel_size=None, settings={}
+        )
+        grid = TileGrid(slide.shape, tile=64, halo=4)
+        run_tiles(
+            slide.levels[0],
+            model,
+            store,
+            grid,
+            grid.tiles(),
+            is_tissue=lambda t: t.index[1] < 6,
+            readers=threads,
+            writers=threads,
+        )
+        results.append([ihc_level(out, k) for k in range(2)] + [OutputStore.open(out).done_map()])
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -11,8 +11,10 @@ from distributed import WorkerPlugin, get_worker
 from vstain.batch.plan import Block, SlideJob
 from vstain.errors import StainError
 from vstain.io import open_slide
+from vstain.pipeline.normalise import OPTION as NORMALISE
+from vstain.pipeline.normalise import stored_normaliser
 from vstain.tiles import OutputStore, TileGrid, run_tiles
-from vstain.tiles.job import tissue_test
+from vstain.tiles.job import level_source, tissue_test
 
 #: Slides are read inside a task with dask's synchronous scheduler: the worker's default would
 #: send the slide's read graph (open file handles) to the cluster.
@@ -35,7 +37,7 @@ class ModelPlugin(WorkerPlugin):
     ):
         self.checkpoint, self.device, self.torch_threads = checkpoint, device, torch_threads
         self.options = dict(options or {})
-        self.model = self.predict = None
+        self.model = None
 
     def setup(self, worker) -> None:
         import torch
@@ -46,10 +48,9 @@ class ModelPlugin(WorkerPlugin):
             torch.set_num_threads(self.torch_threads)
         device = worker_device(self.device, worker.name, torch.cuda.device_count())
         self.model = load_model(self.checkpoint, device)
-        self.predict = self.model.tile_function(self.options)
 
     def teardown(self, worker) -> None:
-        self.model = self.predict = None
+        self.model = None
 
 
 def run_block(plugin: str, job: SlideJob, block: Block, batch_size: int) -> dict:
@@ -66,11 +67,13 @@ def run_block(plugin: str, job: SlideJob, block: Block, batch_size: int) -> dict
             " Restart the batch with --overwrite for this slide."
         )
     grid = TileGrid(job.shape, job.tile, job.halo, job.align)
+    store = OutputStore.open(job.store, concurrent=True)
+    normaliser = stored_normaliser(store.settings.get(NORMALISE), model.model.card)
     with dask.config.set(LOCAL_READS):
         result = run_tiles(
-            array,
-            model.predict,
-            OutputStore.open(job.store, concurrent=True),
+            level_source(slide, job.level),
+            model.model.tile_function(model.options, normaliser),
+            store,
             grid,
             [grid.tile_at(r, c) for r, c in block.indices],
             is_tissue=tissue_test(slide, job.shape, job.min_tissue),

@@ -30,17 +30,26 @@ def downsample_2x(tile: np.ndarray, channel_axis: int = 0) -> np.ndarray:
     """
     if tile.ndim != 3:
         raise ValueError(f"downsample_2x needs a 3-D array, got shape {tile.shape}")
-    a = np.moveaxis(tile, channel_axis, -1)
-    h, w = a.shape[:2]
+    a = np.moveaxis(tile, channel_axis, 0)  # (C, Y, X): the engine's layout needs no moving
+    h, w = a.shape[1:]
     if h % 2 or w % 2:
-        a = np.pad(a, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        a = np.pad(a, ((0, 0), (0, h % 2), (0, w % 2)), mode="edge")
     integer = np.issubdtype(a.dtype, np.integer)
-    acc_dtype = (np.int32 if a.dtype.itemsize <= 2 else np.int64) if integer else a.dtype
-    total = a[0::2, 0::2].astype(acc_dtype)
+    if not integer:
+        acc_dtype = a.dtype
+    elif a.dtype.itemsize == 1:  # four 8-bit values sum exactly in 16 bits
+        acc_dtype = np.uint16 if a.dtype.kind == "u" else np.int16
+    else:
+        acc_dtype = np.int32 if a.dtype.itemsize == 2 else np.int64
+    total = a[:, 0::2, 0::2].astype(acc_dtype)
     for dy, dx in ((1, 0), (0, 1), (1, 1)):
-        total += a[dy::2, dx::2]
-    out = (total + 2) // 4 if integer else total / 4
-    return np.moveaxis(out.astype(tile.dtype), -1, channel_axis)
+        total += a[:, dy::2, dx::2]
+    if integer:
+        total += 2
+        total //= 4
+    else:
+        total /= 4
+    return np.moveaxis(total.astype(tile.dtype, copy=False), 0, channel_axis)
 
 
 def half(shape_yx: tuple[int, int]) -> tuple[int, int]:

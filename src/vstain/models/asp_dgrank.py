@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -220,7 +221,7 @@ class AspDGRank(StainModel):
     """ASP-DGRank: ResNet generator, PatchNCE + A2SP + pyramid L1, diffusion-regularised D."""
 
     outputs = ("ihc", "uncertainty", "attention")
-    optional_outputs = {
+    optional_outputs: ClassVar[dict] = {
         "uncertainty": ("tta", lambda n: n > 1),
         "attention": ("reference", lambda r: r is not None),
     }

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from vstain.errors import DeviceError, ModelError
+from vstain.errors import DeviceError, ModelError, StainError
 from vstain.models.base import StainModel
 
 
@@ -42,23 +43,38 @@ def choose_device(name: str = "auto") -> torch.device:
     return device
 
 
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """Mixed-precision dtype: bf16 on CUDA when supported, else fp16; None off CUDA."""
-    if device.type != "cuda":
+#: Autocast modes: "auto" (bf16 on CUDA where supported, else fp16; off on CPU and MPS), "bf16",
+#: "fp16", "off".
+AUTOCAST_MODES = ("auto", "bf16", "fp16", "off")
+#: Share of the free device memory the automatic batch size may fill.
+MEMORY_FRACTION = 0.6
+MAX_AUTO_BATCH = 64
+
+
+def autocast_dtype(device: torch.device, mode: str = "auto") -> torch.dtype | None:
+    """Mixed-precision dtype for ``mode`` (see `AUTOCAST_MODES`); None when off."""
+    if mode not in AUTOCAST_MODES:
+        raise ModelError(f"autocast must be one of {', '.join(AUTOCAST_MODES)}, got {mode!r}.")
+    if mode == "off" or (mode == "auto" and device.type != "cuda"):
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if mode == "fp16" or (mode == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16
 
 
-def autocast_context(device: torch.device) -> contextlib.AbstractContextManager:
-    """Autocast on CUDA (see :func:`autocast_dtype`); a no-op context on CPU and MPS."""
-    dtype = autocast_dtype(device)
-    return torch.autocast("cuda", dtype=dtype) if dtype else contextlib.nullcontext()
+def autocast_context(device: torch.device, mode: str = "auto") -> contextlib.AbstractContextManager:
+    """Autocast for ``mode`` (see :func:`autocast_dtype`); a no-op context when off."""
+    dtype = autocast_dtype(device, mode)
+    return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 
 
-def prepare_model(model: StainModel, device: torch.device) -> StainModel:
-    """Move ``model`` to ``device`` for inference (eval mode; channels-last memory on CUDA)."""
+def prepare_model(
+    model: StainModel, device: torch.device, channels_last: bool | None = None
+) -> StainModel:
+    """Move ``model`` to ``device`` for inference (eval mode; channels-last memory when
+    ``channels_last``, by default on CUDA)."""
     model.to(device)
-    if device.type == "cuda":
+    if device.type == "cuda" if channels_last is None else channels_last:
         model.to(memory_format=torch.channels_last)
     return model.eval()
 
@@ -88,6 +104,162 @@ def _as_batch_tensor(batch: np.ndarray | Tensor) -> Tensor:
     return batch
 
 
+def _check_device(model: StainModel, device: torch.device) -> None:
+    model_device = next(model.parameters()).device
+    if model_device.type != device.type or (
+        device.index is not None and model_device.index != device.index
+    ):
+        raise ModelError(
+            f"The model is on {model_device} but {device} was asked; call "
+            "vstain.models.device.prepare_model(model, device) first."
+        )
+
+
+def to_uint8(ihc: Tensor) -> Tensor:
+    """IHC in [0, 1] -> uint8 0-255, rounded half to even like the store's float path."""
+    return (ihc.float() * 255).round_().clamp_(0, 255).to(torch.uint8)
+
+
+#: Key of the non-finite flags travelling with a batch's outputs (never a model output).
+NONFINITE = "_nonfinite"
+
+
+class Predictor:
+    """The tile engine's batch function for a model on its device.
+
+    Slide windows travel as uint8 (``uint8_input``: the engine hands over (B, H, W, 3) windows
+    as read) and become float in [0, 1] on the device; with ``uint8_output`` the IHC comes back
+    as uint8 0-255, rounded on the device, a quarter of the float bytes. On CUDA a batch goes
+    through pinned memory with a non-blocking copy on its own stream, the forward pass runs on
+    the current stream and the results come back on a third, so that with `submit` (the
+    engine sends batch k + 1 before collecting batch k) copies overlap compute.
+
+    ``autocast`` is one of `AUTOCAST_MODES`; ``channels_last`` (default: on CUDA) lays inputs
+    and weights out channels-last. `settings` records both for the run's store.
+    ``preprocess`` is applied to each numpy batch before it leaves the host (e.g. stain
+    normalisation of uint8 windows), ``postprocess`` to each batch's outputs (e.g. rasterising
+    keypoints). NaN or infinite outputs raise `StainError` when the batch is collected, so that
+    nothing of it is written.
+    """
+
+    uint8_input = True
+
+    def __init__(
+        self,
+        model: StainModel,
+        device: torch.device,
+        *,
+        options: dict | None = None,
+        autocast: str = "auto",
+        channels_last: bool | None = None,
+        uint8_output: bool = True,
+        preprocess=None,
+        postprocess=None,
+    ):
+        _check_device(model, device)
+        self.model, self.device, self.options = model, device, dict(options or {})
+        self.autocast = autocast
+        self.dtype = autocast_dtype(device, autocast)
+        self.channels_last = device.type == "cuda" if channels_last is None else channels_last
+        if channels_last is not None:
+            fmt = torch.channels_last if channels_last else torch.contiguous_format
+            model.to(memory_format=fmt)
+        self.uint8_output = uint8_output
+        self.preprocess, self.postprocess = preprocess, postprocess
+        self.positioned = "origin" in inspect.signature(model.infer).parameters
+        cuda = device.type == "cuda"
+        self._upload = torch.cuda.Stream(device) if cuda else None
+        self._download = torch.cuda.Stream(device) if cuda else None
+
+    @property
+    def settings(self) -> dict:
+        """What a run's store records: outputs depend on precision."""
+        dtype = None if self.dtype is None else str(self.dtype).removeprefix("torch.")
+        return {"autocast": dtype or "off", "channels_last": self.channels_last}
+
+    def __call__(self, batch, origins=None) -> dict[str, np.ndarray]:
+        return self.submit(batch, origins)()
+
+    def submit(self, batch, origins=None):
+        """Start ``batch`` on the device; returns a function that waits for and gives its
+        outputs as numpy B x C x H x W."""
+        if self.preprocess is not None and isinstance(batch, np.ndarray):
+            batch = self.preprocess(batch)
+        x = self._upload_batch(_as_batch_tensor(batch))
+        x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        x = x.contiguous(memory_format=fmt)
+        options = dict(self.options)
+        if origins is not None and self.positioned:
+            options["origin"] = origins
+        with autocast_context(self.device, self.autocast):
+            outputs = self.model.predict(x, **options).outputs()
+        floats = [v for v in outputs.values() if v.is_floating_point()]
+        nonfinite = torch.stack([(~torch.isfinite(v)).any() for v in floats]) if floats else None
+        if self.uint8_output and "ihc" in outputs:
+            outputs["ihc"] = to_uint8(outputs["ihc"])
+        outputs = {k: v.float() if v.is_floating_point() else v for k, v in outputs.items()}
+        if nonfinite is not None:
+            outputs[NONFINITE] = nonfinite  # checked on the host without a device sync here
+        return self._download_outputs(outputs)
+
+    def _upload_batch(self, x: Tensor) -> Tensor:
+        if self._upload is None or x.device.type != "cpu":
+            return x.to(self.device)
+        with torch.cuda.stream(self._upload):
+            on_device = x.pin_memory().to(self.device, non_blocking=True)
+        torch.cuda.current_stream(self.device).wait_stream(self._upload)
+        on_device.record_stream(torch.cuda.current_stream(self.device))
+        return on_device
+
+    def _download_outputs(self, outputs: dict[str, Tensor]):
+        if self._download is None:
+            arrays = {k: v.cpu().numpy() for k, v in outputs.items()}
+        else:
+            self._download.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(self._download):
+                host = {k: v.to("cpu", non_blocking=True) for k, v in outputs.items()}
+                for v in outputs.values():
+                    v.record_stream(self._download)
+                done = torch.cuda.Event()
+                done.record()
+
+        def collect() -> dict[str, np.ndarray]:
+            if self._download is None:
+                result = arrays
+            else:
+                done.synchronize()
+                result = {k: v.numpy() for k, v in host.items()}
+            if result.pop(NONFINITE, np.zeros(1, bool)).any():
+                raise StainError(
+                    f"{self.model.card.architecture} produced NaN or infinite values; nothing of "
+                    "that batch was written. The checkpoint is probably broken (a diverged "
+                    "training run): use an earlier checkpoint, then rerun with --resume."
+                )
+            return self.postprocess(result) if self.postprocess else result
+
+        return collect
+
+
+def batch_for_memory(free_bytes: int, bytes_per_tile: int, limit: int = MAX_AUTO_BATCH) -> int:
+    """Largest batch whose tiles fit `MEMORY_FRACTION` of ``free_bytes`` (1 to ``limit``)."""
+    return int(min(max(MEMORY_FRACTION * free_bytes // max(bytes_per_tile, 1), 1), limit))
+
+
+def auto_batch_size(predictor: Predictor, window: int, default: int = 4) -> int:
+    """Batch size from the device's free memory: one probe tile of ``window`` px measures the
+    peak memory a tile needs (CUDA); ``default`` on devices that do not report memory."""
+    if predictor.device.type != "cuda":
+        return default
+    torch.cuda.synchronize(predictor.device)
+    torch.cuda.reset_peak_memory_stats(predictor.device)
+    before = torch.cuda.memory_allocated(predictor.device)
+    predictor(np.zeros((1, window, window, 3), np.uint8), origins=[(0, 0)])
+    per_tile = torch.cuda.max_memory_allocated(predictor.device) - before
+    free, _ = torch.cuda.mem_get_info(predictor.device)
+    return batch_for_memory(free, per_tile)
+
+
 def predict_batch(
     model: StainModel, batch: np.ndarray | Tensor, device: torch.device, **options
 ) -> dict[str, np.ndarray]:
@@ -99,31 +271,6 @@ def predict_batch(
     ``batch`` is numpy B x H x W x 3 (slide pixels) or B x 3 x H x W (the tile engine's batches),
     or a tensor B x 3 x H x W; uint8, or float in [0, 1]. On CUDA the batch goes through pinned
     memory with a non-blocking copy (as uint8 when it is uint8) and runs channels-last under
-    autocast.
+    autocast (see `Predictor`, which this is with float outputs).
     """
-    model_device = next(model.parameters()).device
-    if model_device.type != device.type or (
-        device.index is not None and model_device.index != device.index
-    ):
-        raise ModelError(
-            f"The model is on {model_device} but {device} was asked; call "
-            "vstain.models.device.prepare_model(model, device) first."
-        )
-    x = _as_batch_tensor(batch)
-    if device.type == "cuda":
-        if x.device.type == "cpu":
-            x = x.pin_memory()
-        x = x.to(device, non_blocking=True)
-    else:
-        x = x.to(device)
-    x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-    x = x.contiguous(memory_format=memory_format)
-    with autocast_context(device):
-        prediction = model.predict(x, **options)
-    return {name: _to_numpy(value) for name, value in prediction.outputs().items()}
-
-
-def _to_numpy(value: Tensor) -> np.ndarray:
-    """Float outputs as float32 (autocast may give half), integer ones (labels) unchanged."""
-    return (value.float() if value.is_floating_point() else value).cpu().numpy()
+    return Predictor(model, device, options=options, uint8_output=False)(batch)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -105,7 +106,7 @@ class ImplicitStainer(StainModel):
     """Dual full-resolution encoder + local implicit function (shared per-pixel MLP)."""
 
     outputs = ("ihc", "uncertainty")
-    optional_outputs = {"uncertainty": ("uncertainty", bool)}
+    optional_outputs: ClassVar[dict] = {"uncertainty": ("uncertainty", bool)}
     normalisation = "[0,1]"
     size_multiple = GRID
 

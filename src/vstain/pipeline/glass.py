@@ -37,12 +37,15 @@ def glass_window(slide: Slide, level: int, size: int) -> tuple[np.ndarray, str] 
 
 
 def glass_colour(
-    loaded: LoadedModel, window: np.ndarray, halo: int, options: dict | None = None
+    loaded: LoadedModel,
+    window: np.ndarray,
+    halo: int,
+    options: dict | None = None,
+    normaliser=None,
 ) -> tuple[float, float, float]:
-    """The median RGB (in [0, 1]) ``loaded`` paints on the core of glass ``window``."""
-    fn = loaded.tile_function(options)
-    batch = window[None]
-    outputs = fn(batch, [(0, 0)]) if loaded.takes_origin else fn(batch)
-    ihc = outputs["ihc"][0]
+    """The median RGB (in [0, 1]) ``loaded`` paints on the core of glass ``window`` (as the run
+    will: with its ``options`` and ``normaliser``)."""
+    ihc = loaded.tile_function(options, normaliser)(window[None], [(0, 0)])["ihc"][0]
+    ihc = ihc / np.float32(255) if ihc.dtype == np.uint8 else ihc
     core = ihc[:, halo : ihc.shape[1] - halo, halo : ihc.shape[2] - halo]
     return tuple(float(v) for v in np.median(core.reshape(3, -1), axis=1))

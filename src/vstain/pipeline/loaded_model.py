@@ -4,17 +4,16 @@ and the one cache of such models that the napari widgets share."""
 from __future__ import annotations
 
 import gc
-import inspect
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from vstain.errors import CheckpointError, StainError
+from vstain.errors import CheckpointError
 from vstain.models import StainModel, choose_device, load_checkpoint, prepare_model, sha256_file
-from vstain.models.device import predict_batch
+from vstain.models.device import Predictor
+from vstain.pipeline.normalise import model_options
 from vstain.pipeline.outputs import rasterised
 from vstain.weights import resolve_checkpoint
 
@@ -33,38 +32,17 @@ class LoadedModel:
     def card(self):
         return self.model.card
 
-    @property
-    def takes_origin(self) -> bool:
-        """Whether the model's noise is seeded by tile position (its tile function takes the
-        windows' origins)."""
-        return "origin" in inspect.signature(self.model.infer).parameters
-
-    def tile_function(self, options: dict | None = None):
-        """The tile engine's batch function: predictions with ``options``, point outputs
-        rasterised, non-finite outputs refused; models that take an ``origin`` (position-seeded
-        noise) get each window's position."""
-        options = dict(options or {})
-        model, device = self.model, self.device
-
-        def run(batch, **extra):
-            outputs = rasterised(predict_batch(model, batch, device, **extra, **options))
-            check_finite(outputs, model.card.architecture)
-            return outputs
-
-        if not self.takes_origin:
-            return run
-        return lambda batch, origins: run(batch, origin=origins)
-
-
-def check_finite(outputs: dict[str, np.ndarray], architecture: str) -> None:
-    """Refuse NaN or infinite model outputs before anything is written or marked done."""
-    for name, values in outputs.items():
-        if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
-            raise StainError(
-                f"{architecture} produced NaN or infinite {name} values; nothing of that batch "
-                "was written. The checkpoint is probably broken (a diverged training run): "
-                "use an earlier checkpoint, then rerun with --resume."
-            )
+    def tile_function(self, options: dict | None = None, normaliser=None) -> Predictor:
+        """The tile engine's batch function: a `Predictor` (uint8 windows in, on the device,
+        non-finite outputs refused) with the model's ``options``, point outputs rasterised, and
+        the slide's H&E first mapped by ``normaliser`` (a `vstain.color.Normaliser`) if given."""
+        return Predictor(
+            self.model,
+            self.device,
+            options=model_options(options or {}),
+            preprocess=normaliser,
+            postprocess=rasterised,
+        )
 
 
 def load_model(model, device: str = "auto") -> LoadedModel:

@@ -14,6 +14,11 @@ from vstain.tiles.store import OutputStore
 OPTION = "normalise"
 
 
+def model_options(options: dict) -> dict:
+    """The options that go to the model's ``predict`` (``normalise`` is the run's)."""
+    return {k: v for k, v in options.items() if k != OPTION}
+
+
 def check_method(card, options: dict) -> str:
     """The normalisation method ``options`` ask for, if the model's card has its reference."""
     method = options.get(OPTION, "none")
@@ -35,11 +40,15 @@ def slide_normaliser(
     """The `Normaliser` of ``slide`` at ``level`` for ``card``'s reference, and the record of it
     for the store's settings. A resumed ``store`` keeps the slide statistics it was made with."""
     recorded = OutputStore.open(store).settings.get(OPTION) if store is not None else None
-    if recorded is not None:
-        stats = recorded["slide"]
-    else:
+    if recorded is None:
         stats = slide_stain_statistics(slide, method, level=level, mask=slide_tissue_mask(slide))
-    return Normaliser(method, stats, card.stain_reference[method]), {
-        "method": method,
-        "slide": stats,
-    }
+        recorded = {"method": method, "slide": stats}
+    return stored_normaliser(recorded, card), recorded
+
+
+def stored_normaliser(recorded: dict | None, card) -> Normaliser | None:
+    """The `Normaliser` a store's ``normalise`` record (None: no normalisation) stands for."""
+    if recorded is None:
+        return None
+    method = recorded["method"]
+    return Normaliser(method, recorded["slide"], card.stain_reference[method])

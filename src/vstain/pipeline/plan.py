@@ -114,7 +114,7 @@ def plan_run(
     toward = None if toward is None else (toward[0] / ds, toward[1] / ds)
     model = model_settings(card, options)
     settings = run_settings(slide, level, card.halo, grid.align, blend, model)
-    specs = output_specs(loaded.model.outputs_for(model_options(options)))
+    specs = output_specs(loaded.model.outputs_for(normalise.model_options(options)))
     resumed = dest.store if resume and is_output_store(dest.store) else None
     normaliser = None
     method = normalise.check_method(card, options)
@@ -230,13 +230,8 @@ def check_options(loaded: LoadedModel, options: dict | None) -> dict:
     if engine:
         raise ModelError(f"{', '.join(engine)} is set by the tile engine for each tile; drop it.")
     normalise.check_method(loaded.card, options)
-    loaded.model.check_options(model_options(options))
+    loaded.model.check_options(normalise.model_options(options))
     return options
-
-
-def model_options(options: dict) -> dict:
-    """The options that go to the model's ``predict`` (``normalise`` is the run's)."""
-    return {k: v for k, v in options.items() if k != normalise.OPTION}
 
 
 def level_region(slide: Slide, region, level: int) -> Region:

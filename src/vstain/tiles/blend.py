@@ -15,6 +15,8 @@ ChunkWriter = Callable[[Tile, dict[str, np.ndarray]], None]
 class CropStitcher:
     """Each chunk is the centre crop of its own tile's output (halo discarded)."""
 
+    serial = False  # keeps no state: tiles may be added from several threads at once
+
     def __init__(self, specs: dict[str, OutputSpec], write: ChunkWriter):
         self.specs, self.write = specs, write
 
@@ -45,6 +47,8 @@ class FeatherStitcher:
     so a resumed feathered run can differ from an uninterrupted one within ``band`` px of such
     tiles (crop mode has no such limit).
     """
+
+    serial = True  # holds pending sums: one tile at a time
 
     def __init__(
         self,
@@ -104,6 +108,8 @@ class FeatherStitcher:
                 if index == tile.index:
                     acc[name] = part
                 continue
+            if part.dtype == np.uint8:  # an "rgb" output rounded on the device: back to [0, 1]
+                part = part / np.float32(255.0)
             total = acc.setdefault(name, np.zeros((part.shape[0], *acc["w"].shape), np.float32))
             total[:, ys, xs] += part * weight
 

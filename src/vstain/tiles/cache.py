@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
+from concurrent.futures import Future
 from itertools import accumulate
 
 import numpy as np
@@ -13,10 +15,14 @@ class ChunkCache:
 
     Windows with halos overlap their neighbours and straddle the file's tiles; without the cache
     every window would decode (and pay dask's per-graph cost for) each tile it touches again.
+    ``tiles`` (e.g. `vstain.io.tiff_tiles.TiffTiles`) decodes a chunk without dask when given.
+    64 MiB hold the three rows of 512 px chunks that a row of 512 px windows with halos touches on
+    an 8192 px wide slide (32 MiB cost 1.7 ms of CPU per tile in decoding chunks again).
+    Safe to slice from several threads: a chunk two threads need at once is decoded once.
     """
 
-    def __init__(self, array, max_bytes: int = 64 * 2**20):
-        self.array = array
+    def __init__(self, array, max_bytes: int = 64 * 2**20, tiles=None):
+        self.array, self.tiles = array, tiles
         self.shape = array.shape
         self.dtype = array.dtype
         ychunks, xchunks = array.chunks[:2]
@@ -24,18 +30,33 @@ class ChunkCache:
         self._xstarts = [0, *accumulate(xchunks)]
         chunk_bytes = max(ychunks) * max(xchunks) * int(np.prod(array.shape[2:])) * array.itemsize
         self.max_chunks = max(max_bytes // max(chunk_bytes, 1), 4)
-        self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._cache: OrderedDict[tuple[int, int], Future] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _decode(self, i: int, j: int) -> np.ndarray:
+        if self.tiles is not None:
+            return self.tiles.read(i, j)
+        return np.asarray(self.array.blocks[i, j].compute(scheduler="synchronous"))
 
     def _chunk(self, i: int, j: int) -> np.ndarray:
         key = (i, j)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        block = np.asarray(self.array.blocks[i, j].compute(scheduler="synchronous"))
-        self._cache[key] = block
-        if len(self._cache) > self.max_chunks:
-            self._cache.popitem(last=False)
-        return block
+        with self._lock:
+            future = self._cache.get(key)
+            decode = future is None
+            if decode:
+                future = self._cache[key] = Future()
+                if len(self._cache) > self.max_chunks:
+                    self._cache.popitem(last=False)
+            else:
+                self._cache.move_to_end(key)
+        if decode:
+            try:
+                future.set_result(self._decode(i, j))
+            except BaseException as e:
+                with self._lock:
+                    self._cache.pop(key, None)
+                future.set_exception(e)
+        return future.result()
 
     def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
         ys, xs = key

@@ -10,6 +10,8 @@ import numpy as np
 
 from vstain.errors import OutputExistsError
 from vstain.io.slide import Slide
+from vstain.io.tiff_tiles import tiff_tiles
+from vstain.tiles.cache import ChunkCache
 from vstain.tiles.engine import BatchFn, CancelToken, RunResult, run_tiles
 from vstain.tiles.grid import Tile, TileGrid, order_tiles
 from vstain.tiles.store import DONE_BLOCK, OutputSpec, OutputStore
@@ -96,6 +98,12 @@ def run_settings(
     }
 
 
+def level_source(slide: Slide, level: int) -> ChunkCache:
+    """``slide``'s ``level`` for the tile engine: decoded chunk by chunk through a cache, TIFF
+    tiles directly (`vstain.io.tiff_tiles`), anything else through dask."""
+    return ChunkCache(slide.levels[level], tiles=tiff_tiles(slide, level))
+
+
 def tissue_test(slide: Slide, shape: tuple[int, int], min_tissue: float):
     """``is_tissue(tile)`` on a level of ``shape``: ``min_tissue`` of its core or more is tissue."""
     mask = slide_tissue_mask(slide) if min_tissue > 0 else None
@@ -152,7 +160,7 @@ def stain_level(
         overwrite=overwrite,
     )
     return run_tiles(
-        array,
+        level_source(slide, level),
         fn,
         store,
         grid,

@@ -10,20 +10,22 @@ Layout of ``OUT.zarr``::
                          ids, as the tile gave them; `merge_instances` joins objects across borders
 
 A tile's core is exactly one chunk at level 0, so each tile is written once, and its share of every
-coarser level whose downsample factor is at most the tile size lies inside one chunk there
-too; those shares are queued and written by `OutputStore.flush` (about once a second), one
-read-modify-write per coarse chunk. Coarser levels (only for slides over ~100k px) are
-rebuilt by :meth:`OutputStore.finish`. Concurrent writers (batch workers) each own blocks of tiles
-the size of a done-map chunk; their tiles update only the coarse levels whose chunks lie inside one
-block, and :meth:`OutputStore.complete` builds the rest once every block is done. The done
-flag is set after all of a tile's writes, and zarr writes chunks atomically, so a killed run
-resumes without recomputing finished tiles and without torn chunks.
+coarser level whose downsample factor is at most the tile size lies inside one chunk there too;
+those shares are pasted into coarse chunks held in memory and each coarse chunk is written when
+its last tile of the run has arrived (`vstain.tiles.coarse`). Coarser levels (only for slides
+over ~100k px) are rebuilt by :meth:`OutputStore.finish`. Concurrent writers (batch workers) each
+own blocks of tiles the size of a done-map chunk; their tiles update only the coarse levels whose
+chunks lie inside one block, and :meth:`OutputStore.complete` builds the rest once every block is
+done. The done flag is set after all of a tile's writes, and chunks are written atomically
+(temporary file + rename), so a killed run resumes without recomputing finished tiles and without
+torn chunks.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,6 +36,8 @@ import zarr
 
 from vstain.errors import OutputExistsError, SlideError, VstainError
 from vstain.io import create_ome_zarr, downsample_2x, open_ome_zarr_levels
+from vstain.tiles.chunkio import ChunkIO
+from vstain.tiles.coarse import CoarseChunks
 from vstain.tiles.grid import Tile
 from vstain.tiles.instances import (
     border_pairs,
@@ -47,11 +51,12 @@ from vstain.tiles.instances import (
 #: Grid cells per chunk of the done-map (default): a block of tiles is the unit one writer owns.
 DONE_BLOCK = 8
 PENDING, COMPUTED, BACKGROUND = 0, 1, 2
-#: Coarse-level shares and done flags are flushed at most this often (seconds), or when this many
-#: tiles are queued: fewer read-modify-writes of coarse chunks, bounded memory, and a viewer still
-#: sees the zoomed-out levels fill about once a second.
+#: Queued coarse-level shares are pasted into their held chunks, complete chunks written and the
+#: done flags of tiles whose chunks are all written set, about this often (seconds). A coarse
+#: chunk is written once complete (see `vstain.tiles.coarse`), so flags wait for it; when
+#: FLUSH_MAX_TILES flags wait, every changed chunk is written (a killed run loses fewer tiles).
 FLUSH_SECONDS = 1.0
-FLUSH_MAX_TILES = 64
+FLUSH_MAX_TILES = 256
 
 
 @dataclass(frozen=True)
@@ -96,11 +101,18 @@ class OutputSpec:
         return np.nan if self.kind == "scalar" else 0
 
     def encode(self, values: np.ndarray) -> np.ndarray:
-        """Function output (C, h, w) -> stored array (stored_channels, h, w)."""
+        """Function output (C, h, w) -> stored array (stored_channels, h, w). An "rgb" output may
+        also come as uint8 0-255 (rounded on the model's device), which is stored as it is."""
         if self.kind == "rgb":
-            rgb = np.clip(np.rint(np.asarray(values, np.float32) * 255.0), 0, 255).astype(np.uint8)
-            alpha = np.full((1, *rgb.shape[1:]), 255, np.uint8)
-            return np.concatenate([rgb, alpha])
+            out = np.empty((self.stored_channels, *values.shape[1:]), np.uint8)
+            out[-1] = 255
+            if values.dtype == np.uint8:
+                out[:-1] = values
+            else:
+                scaled = np.asarray(values, np.float32) * np.float32(255.0)
+                np.clip(np.rint(scaled, out=scaled), 0, 255, out=scaled)
+                out[:-1] = scaled
+            return out
         return np.asarray(values).astype(self.dtype)
 
     def background_block(self, h: int, w: int) -> np.ndarray:
@@ -148,9 +160,21 @@ class OutputStore:
         self.done = self.root["done"]
         self.edges = self._edges()
         self.block = int(self.done.chunks[0])
+        self._io = {name: [ChunkIO(a) for a in levels] for name, levels in self.levels.items()}
+        self._cells_io = {"done": ChunkIO(self.done)}
+        self._cells_io.update({name: ChunkIO(a) for name, a in self.edges.items()})
+        self._coarse = CoarseChunks(
+            lambda key: self._io[key[0]][key[1]].read((0, *key[2:])),
+            lambda key, chunk: self._io[key[0]][key[1]].write((0, *key[2:]), chunk),
+        )
+        self._waiting: list[tuple[tuple[int, int], int, list]] = []  # flags awaiting chunks
+        self._unflagged = 0  # tiles written whose done flags are not (guarded by _lock)
+        self._background: dict[tuple[int, int], dict[str, np.ndarray]] = {}
+        self._lock = threading.Lock()  # guards the queues below: tiles are written on threads
+        self._flush_lock = threading.Lock()  # one flush at a time (read-modify-writes)
         self._last_flush = time.monotonic()
         self._pending: dict[tuple, list] = {}
-        self._pending_done: list[tuple[tuple[int, int], int]] = []
+        self._pending_done: list[tuple[tuple[int, int], int, list]] = []
         self._pending_edges: dict[str, list[tuple[tuple[int, int], np.ndarray]]] = {}
 
     def _edges(self) -> dict:
@@ -272,68 +296,105 @@ class OutputStore:
     def done_map(self) -> np.ndarray:
         return np.asarray(self.done[:])
 
+    def _coarse_keys(self, tile: Tile) -> list[tuple]:
+        """(output, level, chunk row, chunk column) of the coarse chunks ``tile`` updates."""
+        x0, y0 = tile.core[:2]
+        return [
+            (name, k, (y0 >> k) // self.tile, (x0 >> k) // self.tile)
+            for name, levels in self.levels.items()
+            for k in range(1, len(levels))
+            if 2**k <= self.shared_factor
+        ]
+
+    def expect(self, tiles: list[Tile]) -> None:
+        """Announce the tiles a run will write, so each coarse chunk is written once, when its
+        last tile arrives (without this, after `FLUSH_MAX_TILES` tiles or 5 s)."""
+        self._coarse.expect(key for t in tiles for key in self._coarse_keys(t))
+
     def write_tile(self, tile: Tile, outputs: dict[str, np.ndarray], state: int = COMPUTED) -> None:
         """Write a tile's stored arrays (C, h, w) at its core now; queue its share of the coarser
-        levels and its done flag for the next :meth:`flush` (about once a second)."""
-        x0, y0, x1, y1 = tile.core
+        levels and its done flag for the next :meth:`flush` (about once a second). Tiles may be
+        written from several threads at once (each tile is its own chunk)."""
+        x0, y0 = tile.core[:2]
+        row, col = tile.index
+        keys, shares, edges = self._coarse_keys(tile), [], []
         for name, block in outputs.items():
             spec, levels = self.specs[name], self.levels[name]
             if spec.kind == "instances":
                 block = slide_ids(block, tile.index, self.tile, self.done.shape[1])
-                edges = core_edges(block, self.tile)
-                self._pending_edges.setdefault(name, []).append((tile.index, edges))
-            levels[0][:, y0:y1, x0:x1] = block
+                edges.append((name, core_edges(block, self.tile)))
+            self._io[name][0].write((0, row, col), block)
             for k in range(1, len(levels)):
                 if 2**k > self.shared_factor:
                     break
                 block = spec.downsample(block)
-                ky, kx = y0 >> k, x0 >> k
-                chunk = (name, k, ky // self.tile, kx // self.tile)
-                self._pending.setdefault(chunk, []).append((ky, kx, block))
-        self._pending_done.append((tile.index, state))
-        if (
-            len(self._pending_done) >= FLUSH_MAX_TILES
-            or time.monotonic() - self._last_flush >= FLUSH_SECONDS
-        ):
-            self.flush()
+                shares.append((name, k, y0 >> k, x0 >> k, block))
+        with self._lock:
+            for name, k, ky, kx, block in shares:
+                key = (name, k, ky // self.tile, kx // self.tile)
+                self._pending.setdefault(key, []).append((ky, kx, block))
+            for name, value in edges:
+                self._pending_edges.setdefault(name, []).append((tile.index, value))
+            self._pending_done.append((tile.index, state, keys))
+            self._unflagged += 1
+            force = self._unflagged >= FLUSH_MAX_TILES
+            due = force or time.monotonic() - self._last_flush >= FLUSH_SECONDS
+        if force:  # flags may lag at most FLUSH_MAX_TILES tiles: wait for a flush under way
+            with self._flush_lock:
+                self._flush(force)
+        elif due and self._flush_lock.acquire(blocking=False):  # else a flush is under way
+            try:
+                self._flush(force)
+            finally:
+                self._flush_lock.release()
 
     def flush(self) -> None:
-        """Write queued pyramid shares (one read-modify-write per coarse chunk), then the tiles'
-        border ids and done flags, so a flag never claims a tile whose writes are not on disk."""
-        for (name, k, row, col), parts in self._pending.items():
-            array, t = self.levels[name][k], self.tile
-            ys = slice(row * t, min((row + 1) * t, array.shape[1]))
-            xs = slice(col * t, min((col + 1) * t, array.shape[2]))
-            chunk = np.asarray(array[:, ys, xs])
-            for ky, kx, block in parts:
-                y, x = ky - ys.start, kx - xs.start
-                chunk[:, y : y + block.shape[1], x : x + block.shape[2]] = block
-            array[:, ys, xs] = chunk
-        self._pending.clear()
-        for name, items in self._pending_edges.items():
-            self._write_grid_cells(self.edges[name], items)
-        self._pending_edges.clear()
-        self._write_grid_cells(self.done, self._pending_done)
-        self._pending_done.clear()
-        self._last_flush = time.monotonic()
+        """Write every queued pyramid share, then the tiles' border ids and done flags, so a
+        flag never claims a tile whose writes are not on disk."""
+        with self._flush_lock:
+            self._flush(force=True)
 
-    def _write_grid_cells(self, array, items: list[tuple[tuple[int, int], object]]) -> None:
+    def _flush(self, force: bool) -> None:
+        """Paste queued shares into their coarse chunks and write those that are due (all with
+        ``force``: when `FLUSH_MAX_TILES` flags wait); then the flags whose chunks are written."""
+        with self._lock:
+            shares, self._pending = self._pending, {}
+            edges, self._pending_edges = self._pending_edges, {}
+            done, self._pending_done = self._pending_done, []
+            self._last_flush = time.monotonic()
+        for key, parts in shares.items():
+            self._coarse.add(key, parts, (key[2] * self.tile, key[3] * self.tile))
+        waiting = self._waiting + done
+        self._coarse.write_due(force)
+        for name, items in edges.items():
+            self._write_grid_cells(self._cells_io[name], items)
+        ready = [not any(self._coarse.is_dirty(k) for k in keys) for _, _, keys in waiting]
+        self._waiting = [w for w, r in zip(waiting, ready, strict=True) if not r]
+        flags = [(index, state) for (index, state, _), r in zip(waiting, ready, strict=True) if r]
+        self._write_grid_cells(self._cells_io["done"], flags)
+        with self._lock:
+            self._unflagged -= len(flags)
+
+    def _write_grid_cells(self, io: ChunkIO, items: list[tuple[tuple[int, int], object]]) -> None:
         """Set ``array[row, col] = value`` for each ((row, col), value) of a per-tile array
         chunked like the done-map: one read-modify-write per chunk."""
         b, blocks = self.block, {}
         for (r, c), value in items:
             blocks.setdefault((r // b, c // b), []).append((r, c, value))
+        rest = (0,) * (io.array.ndim - 2)
         for (br, bc), cells in blocks.items():
-            rows = slice(br * b, min((br + 1) * b, array.shape[0]))
-            cols = slice(bc * b, min((bc + 1) * b, array.shape[1]))
-            block = np.asarray(array[rows, cols])
+            block = io.read((br, bc, *rest))
             for r, c, value in cells:
-                block[r - rows.start, c - cols.start] = value
-            array[rows, cols] = block
+                block[r - br * b, c - bc * b] = value
+            io.write((br, bc, *rest), block)
 
     def write_background(self, tile: Tile) -> None:
         x0, y0, x1, y1 = tile.core
-        blocks = {n: s.background_block(y1 - y0, x1 - x0) for n, s in self.specs.items()}
+        shape = (y1 - y0, x1 - x0)
+        blocks = self._background.get(shape)
+        if blocks is None:  # made once per tile shape: write_tile only reads them
+            blocks = {n: s.background_block(*shape) for n, s in self.specs.items()}
+            self._background[shape] = blocks
         self.write_tile(tile, blocks, BACKGROUND)
 
     def finish(self) -> None:
@@ -346,6 +407,7 @@ class OutputStore:
         """Work that needs every writer's tiles: join objects cut by tile borders, then build the
         levels coarser than `shared_factor` (for the levels concurrent writers left, open the
         store with ``concurrent=True``)."""
+        self._coarse.clear()  # both rewrite chunks; `finish` wrote every held one
         self.merge_instances()
         self.build_levels()
 

@@ -97,7 +97,7 @@ class StainDiffuser(StainModel):
     option_choices: ClassVar[dict[str, tuple[str, ...]]] = {"sampler": SAMPLERS}
 
     outputs = ("ihc", "uncertainty")
-    optional_outputs = {"uncertainty": ("n_samples", lambda n: n > 1)}
+    optional_outputs: ClassVar[dict] = {"uncertainty": ("n_samples", lambda n: n > 1)}
     normalisation = "[-1,1]"
     size_multiple = 2 ** (LEVELS - 1)
 
@@ -271,7 +271,7 @@ class MultitaskStainDiffuser(StainDiffuser):
     """IHC generation + auxiliary segmentation (coarse mask or signed distance) diffusion."""
 
     outputs = ("ihc", "segmentation", "uncertainty")
-    optional_outputs = {
+    optional_outputs: ClassVar[dict] = {
         **StainDiffuser.optional_outputs,
         "segmentation": ("segment", bool),
     }

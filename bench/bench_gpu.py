@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 
 import torch
+from vstain.stain import load_model, output_specs, rasterised
 
 from bench_engine import textured_slide
 from vstain.io import open_slide, write_ome_tiff
 from vstain.models.device import Predictor, auto_batch_size
-from vstain.stain import load_model, output_specs, rasterised
 from vstain.tiles import stain_level
 from vstain.weights import shipped_checkpoints
 

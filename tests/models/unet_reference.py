@@ -12,13 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def _norm(kind, c):
-    if kind == "batch":
-        return nn.BatchNorm2d(c, affine=True, track_running_stats=True)
-    if kind == "instance":
-        return nn.InstanceNorm2d(c, affine=False, track_running_stats=False)
-    return nn.Identity()
+from tests.models.cut_reference import _norm
 
 
 class RefSkipBlock(nn.Module):

@@ -49,3 +49,18 @@ def model_loads(monkeypatch):
 
     monkeypatch.setattr(loaded_model, "load_model", recorded)
     return loads
+
+
+@pytest.fixture
+def notes():
+    """(severity, message) of every napari notification shown during the test."""
+    from napari.utils.notifications import notification_manager
+
+    got = []
+
+    def record(n):
+        got.append((str(n.severity), n.message))
+
+    notification_manager.notification_ready.connect(record)
+    yield got
+    notification_manager.notification_ready.disconnect(record)

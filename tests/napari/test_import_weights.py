@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from napari.utils.notifications import notification_manager
 
 from tests.models.unet_reference import RefUnetGenerator
 from vstain.models import read_card
@@ -12,19 +11,6 @@ from vstain.napari.model_choice import IMPORTED
 from vstain.napari.stain_widget import VirtualStainWidget
 
 pytestmark = pytest.mark.gui
-
-
-@pytest.fixture
-def notes():
-    """(severity, message) of every napari notification shown during the test."""
-    got = []
-
-    def record(n):
-        got.append((str(n.severity), n.message))
-
-    notification_manager.notification_ready.connect(record)
-    yield got
-    notification_manager.notification_ready.disconnect(record)
 
 
 @pytest.fixture

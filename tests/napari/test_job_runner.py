@@ -5,7 +5,6 @@ import threading
 import time
 
 import pytest
-from napari.utils.notifications import notification_manager
 from qtpy.QtWidgets import QWidget
 
 from vstain.errors import VstainError
@@ -29,18 +28,6 @@ class Counting(ThreadJob):
             time.sleep(0.01)
         self.ended = time.perf_counter()
         return self.count
-
-
-@pytest.fixture
-def notes():
-    got = []
-
-    def record(n):
-        got.append((str(n.severity), n.message))
-
-    notification_manager.notification_ready.connect(record)
-    yield got
-    notification_manager.notification_ready.disconnect(record)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import zarr
 from napari.layers import Labels
-from napari.utils.notifications import notification_manager
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -21,19 +20,6 @@ from vstain.tiles.store import BACKGROUND, COMPUTED, PENDING
 
 pytestmark = pytest.mark.gui
 GRID = SLIDE_SIZE // TILE
-
-
-@pytest.fixture
-def notes():
-    """(severity, message) of every napari notification shown during the test."""
-    got = []
-
-    def record(n):
-        got.append((str(n.severity), n.message))
-
-    notification_manager.notification_ready.connect(record)
-    yield got
-    notification_manager.notification_ready.disconnect(record)
 
 
 @pytest.fixture

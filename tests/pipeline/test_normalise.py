@@ -18,7 +18,7 @@ from vstain.tiles.job import slide_tissue_mask
 
 
 @pytest.fixture(scope="module")
-def slide_path(tmp_path_factory):
+def synth_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("slide") / "he.ome.tif"
     write_ome_tiff(synth_slide("ck818", size=256, seed=3).he, path, pixel_size=0.5)
     return path
@@ -34,17 +34,17 @@ def model():
 
 
 def test_the_model_sees_the_normalised_slide_and_the_store_keeps_the_statistics(
-    slide_path, model, tmp_path
+    synth_path, model, tmp_path
 ):
     out = tmp_path / "n.zarr"
     plan = plan_run(
-        slide_path, model, out, region=(0, 0, 128, 128), options={"normalise": "reinhard"}
+        synth_path, model, out, region=(0, 0, 128, 128), options={"normalise": "reinhard"}
     )
     seen = []
     forward = model.infer
     model.infer = lambda x, **kw: seen.append(x.clone()) or forward(x, **kw)
     run_plan(plan)
-    slide = open_slide(slide_path)
+    slide = open_slide(synth_path)
     stats = slide_stain_statistics(slide, "reinhard", mask=slide_tissue_mask(slide))
     recorded = zarr.open_group(out, mode="r").attrs["vstain"]["normalise"]
     assert recorded["method"] == "reinhard"
@@ -58,7 +58,7 @@ def test_the_model_sees_the_normalised_slide_and_the_store_keeps_the_statistics(
     assert not np.array_equal(expected, window)
 
     again = plan_run(
-        slide_path,
+        synth_path,
         model,
         out,
         region=(0, 0, 256, 256),
@@ -67,12 +67,12 @@ def test_the_model_sees_the_normalised_slide_and_the_store_keeps_the_statistics(
     )
     assert again.normaliser.source == recorded["slide"]  # the store's, not re-estimated
     with pytest.raises(Exception, match="other settings"):
-        stain_slide(slide_path, model, out, resume=True, options={"normalise": "macenko"})
+        stain_slide(synth_path, model, out, resume=True, options={"normalise": "macenko"})
 
 
-def test_normalise_needs_a_reference_in_the_card(slide_path, tmp_path):
+def test_normalise_needs_a_reference_in_the_card(synth_path, tmp_path):
     bare = create("pix2pix", "small", tile_size=128, pixel_size=0.5)
     with pytest.raises(ModelError, match="no macenko stain reference"):
-        plan_run(slide_path, bare, tmp_path / "o.zarr", options={"normalise": "macenko"})
+        plan_run(synth_path, bare, tmp_path / "o.zarr", options={"normalise": "macenko"})
     with pytest.raises(ModelError, match="normalise must be one of"):
-        plan_run(slide_path, bare, tmp_path / "o.zarr", options={"normalise": "vahadane"})
+        plan_run(synth_path, bare, tmp_path / "o.zarr", options={"normalise": "vahadane"})

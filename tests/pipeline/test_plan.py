@@ -10,24 +10,10 @@ from tests.tiles.conftest import make_tissue_image
 from vstain.cli import main
 from vstain.errors import ModelError, OutputExistsError, RegionError, StainError, VstainError
 from vstain.io import open_slide, write_ome_tiff, write_ome_zarr
-from vstain.models import create, save_checkpoint
+from vstain.models import create
 from vstain.pipeline import plan_run, run_plan, stain_slide
 from vstain.tiles.lock import StoreBusyError, StoreLock, lock_path
 from vstain.tiles.store import COMPUTED
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    model = create("pix2pix", "small", tile_size=128, markers=["ck818"], pixel_size=0.5)
-    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
-
-
-@pytest.fixture(scope="module")
-def slide_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("slide") / "he.ome.tif"
-    write_ome_tiff(make_tissue_image(300, 420), path, pixel_size=0.5, tile=128)
-    return path
 
 
 def stain_args(slide, model, out, *extra):

@@ -4,27 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from tests.tiles.conftest import make_tissue_image
 from vstain.cli import main
 from vstain.io import open_slide, write_ome_tiff
-from vstain.models import create, save_checkpoint
+from vstain.models import create
 from vstain.pipeline import load_model, stain_slide
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    model = create("pix2pix", "small", tile_size=128, markers=["ck818"], pixel_size=0.5)
-    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
-
-
-@pytest.fixture(scope="module")
-def slide_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("slide") / "he.ome.tif"
-    write_ome_tiff(
-        make_tissue_image(300, 420), path, pixel_size=0.5, compression="deflate", tile=128
-    )
-    return path
 
 
 def test_stain_region_to_zarr_and_resume(checkpoint, slide_path, tmp_path, capsys):

@@ -557,7 +557,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stain.add_argument("--region", type=_region, help="x,y,w,h in level-0 pixels")
     stain.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
-    stain.add_argument("--batch-size", type=int, default=4)
+    stain.add_argument(
+        "--batch-size", type=int, help="tiles per call (default: from free GPU memory, else 4)"
+    )
     stain.add_argument("--tile", type=int, help="tile size (default: the model card's)")
     stain.add_argument(
         "--blend",

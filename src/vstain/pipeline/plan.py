@@ -13,6 +13,7 @@ import numpy as np
 from vstain.color.stain_normalisation import Normaliser
 from vstain.errors import ModelError, RegionError, VstainError
 from vstain.io import Slide, open_slide
+from vstain.models.device import auto_batch_size
 from vstain.pipeline import normalise
 from vstain.pipeline.destination import Destination, check_destination, destination
 from vstain.pipeline.glass import glass_colour, glass_window
@@ -26,6 +27,8 @@ from vstain.tiles.store import is_output_store
 MIN_TISSUE = 0.05
 #: Largest tile side accepted (px): a model's working memory grows with its square.
 MAX_TILE = 8192
+#: Tiles per model call where the device does not report its free memory (CPU, MPS).
+DEFAULT_BATCH = 4
 #: Blending schemes of overlapping tiles (see vstain.tiles.blend).
 BLENDS = ("crop", "feather")
 #: Side (px) of the glass the model is run on to learn the colour it paints glass.
@@ -81,7 +84,7 @@ def plan_run(
     region=None,
     level: int | None = None,
     tile: int | None = None,
-    batch_size: int = 4,
+    batch_size: int | None = None,
     toward=None,
     blend: str = "crop",
     resume: bool = False,
@@ -148,9 +151,13 @@ def check_request(
     loaded: LoadedModel, *, tile, batch_size, blend: str = "crop", options: dict | None = None
 ) -> tuple[int, int, dict]:
     """The checks of a request that need the model but no slide: tile (None: the card's),
-    batch size, blend and predict options. Returns (tile, batch_size, options)."""
+    batch size (None: from the device's free memory), blend and predict options. Returns
+    (tile, batch_size, options)."""
     options = check_options(loaded, options)
     tile = check_tile(loaded, loaded.card.tile_size if tile is None else tile)
+    if batch_size is None:
+        window = tile + 2 * loaded.card.halo
+        batch_size = auto_batch_size(loaded.tile_function(options), window, DEFAULT_BATCH)
     batch_size = check_count(batch_size, "batch size")
     if blend not in BLENDS:
         raise VstainError(f"Blend must be one of {', '.join(BLENDS)}, got {blend!r}.")

@@ -231,17 +231,13 @@ def test_each_local_worker_loads_the_model_on_its_own_gpu(monkeypatch):
     """`ModelPlugin.setup` on local workers 0..4 with 2 GPUs visible: cuda:0, 1, 0, 1, 0 (round
     robin); a device named by the user, or a worker not numbered by a LocalCluster, keeps it."""
     import torch
-    import vstain.stain
 
-    import vstain.models
-    import vstain.models.device
+    import vstain.pipeline
     from vstain.batch.worker import ModelPlugin
 
     loaded = []
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    monkeypatch.setattr(vstain.models, "choose_device", lambda name: name)
-    monkeypatch.setattr(vstain.stain, "load_model", lambda ckpt, device: loaded.append(device))
-    monkeypatch.setattr(vstain.models.device, "Predictor", lambda *args, **kwargs: None)
+    monkeypatch.setattr(vstain.pipeline, "load_model", lambda ckpt, device: loaded.append(device))
 
     class Worker:
         def __init__(self, name):

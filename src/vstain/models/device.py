@@ -166,7 +166,8 @@ class Predictor:
             model.to(memory_format=fmt)
         self.uint8_output = uint8_output
         self.preprocess, self.postprocess = preprocess, postprocess
-        self.positioned = "origin" in inspect.signature(model.infer).parameters
+        infer = getattr(model, "infer", None)  # evaluation also runs objects with predict only
+        self.positioned = infer is not None and "origin" in inspect.signature(infer).parameters
         cuda = device.type == "cuda"
         self._upload = torch.cuda.Stream(device) if cuda else None
         self._download = torch.cuda.Stream(device) if cuda else None
@@ -231,8 +232,9 @@ class Predictor:
                 done.synchronize()
                 result = {k: v.numpy() for k, v in host.items()}
             if result.pop(NONFINITE, np.zeros(1, bool)).any():
+                name = getattr(getattr(self.model, "card", None), "architecture", "The model")
                 raise StainError(
-                    f"{self.model.card.architecture} produced NaN or infinite values; nothing of "
+                    f"{name} produced NaN or infinite values; nothing of "
                     "that batch was written. The checkpoint is probably broken (a diverged "
                     "training run): use an earlier checkpoint, then rerun with --resume."
                 )

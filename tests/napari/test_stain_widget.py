@@ -322,8 +322,13 @@ def test_the_manifest_widget_docks_and_side_by_side_is_grid_mode(make_napari_vie
     viewer = make_napari_viewer()
     _, widget = viewer.window.add_plugin_dock_widget("napari-vstain", "Virtual stain")
     assert isinstance(widget, VirtualStainWidget)
+    for name in ("H&E", "virtual", "real"):
+        viewer.add_image(np.zeros((8, 8, 3), np.uint8), name=name)
     widget.side_button.click()
     assert viewer.canvas.grid.enabled
+    assert viewer.canvas.grid.shape == (1, 3)  # no empty pane beside three layers
+    viewer.add_image(np.zeros((8, 8, 3), np.uint8), name="difference")
+    assert viewer.canvas.grid.shape == (-1, -1)  # 2 x 2
     viewer.canvas.grid.enabled = False
     assert not widget.side_button.isChecked()
 

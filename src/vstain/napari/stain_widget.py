@@ -103,6 +103,8 @@ class VirtualStainWidget(QWidget):
         layers = self.viewer.layers.events
         for event in (layers.inserted, layers.removed, layers.moved):
             event.connect(self._update_layer_boxes)
+        for event in (layers.inserted, layers.removed):
+            event.connect(self._fit_grid)
         self._update_layer_boxes()
         self.viewer.canvas.grid.events.enabled.connect(self._sync_side_by_side)
         hub.checkpoint_saved.connect(self.load_checkpoint)
@@ -449,7 +451,14 @@ class VirtualStainWidget(QWidget):
             self.stain_view()
 
     def _set_side_by_side(self, on: bool) -> None:
+        self._fit_grid()
         self.viewer.canvas.grid.enabled = on
+
+    def _fit_grid(self, event=None) -> None:
+        """Side by side in one row for up to three layers (H&E, virtual, real: napari's own
+        2 x 2 would leave a black pane); napari's shape beyond."""
+        n = len(self.viewer.layers)
+        self.viewer.canvas.grid.shape = (1, n) if 1 <= n <= 3 else (-1, -1)
 
     def _sync_side_by_side(self, event=None) -> None:
         self.side_button.setChecked(self.viewer.canvas.grid.enabled)

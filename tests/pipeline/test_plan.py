@@ -175,3 +175,21 @@ def test_outputs_that_the_options_do_not_produce_are_not_stored(slide_path, tmp_
     assert diffuser.outputs_for({"n_samples": 3}) == ["ihc", "uncertainty"]
     multitask = create("stain-diffuser", "small")
     assert multitask.outputs_for({"segment": True}) == ["ihc", "segmentation"]
+
+
+def test_what_a_store_records_besides_its_settings_does_not_block_a_resume(
+    checkpoint, slide_path, tmp_path
+):
+    """A batch store has no precision (its client plans on the CPU); glass and precision are
+    kept by the store that was made, never compared by a resume."""
+    out = tmp_path / "o.zarr"
+    stain_slide(slide_path, checkpoint, out, region=(0, 0, 64, 64))
+    root = zarr.open_group(out, mode="r+")
+    attrs = dict(root.attrs["vstain"])
+    assert {"glass", "precision"} <= set(attrs)
+    glass = attrs["glass"]
+    del attrs["precision"]
+    root.attrs["vstain"] = attrs
+    result = stain_slide(slide_path, checkpoint, out, region=(0, 0, 256, 128), resume=True)
+    assert result.already_done == 1 and result.computed >= 1
+    assert zarr.open_group(out, mode="r").attrs["vstain"]["glass"] == glass

@@ -150,6 +150,7 @@ def plan_slide(
             specs=plan.specs,
             pixel_size=plan.pixel_size,
             settings=plan.settings,
+            record=plan.record,
             resume=resume,
             overwrite=overwrite,
             done_block=block,

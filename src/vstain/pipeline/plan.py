@@ -43,7 +43,8 @@ Region = tuple[int, int, int, int]
 class RunPlan:
     """One planned run: what to read (``slide`` at ``level``, ``region``/``toward`` in that
     level's pixels), with what (``model``, ``options``), how (``grid``, ``batch_size``, ``blend``,
-    ``min_tissue``) and where (``dest``, its ``specs`` and ``settings``)."""
+    ``min_tissue``) and where (``dest``, its ``specs``, the ``settings`` a resume must match and
+    the ``record`` a new store keeps besides: glass colour, slide stain statistics)."""
 
     slide: Slide
     model: LoadedModel
@@ -59,6 +60,7 @@ class RunPlan:
     blend: str
     resume: bool
     overwrite: bool
+    record: dict
     normaliser: Normaliser | None = None
     min_tissue: float = MIN_TISSUE
 
@@ -115,19 +117,21 @@ def plan_run(
     ds = slide.downsamples[level]
     region = None if region is None else level_region(slide, region, level)
     toward = None if toward is None else (toward[0] / ds, toward[1] / ds)
-    model = model_settings(card, options)
-    settings = run_settings(slide, level, card.halo, grid.align, blend, model)
+    settings = run_settings(
+        slide, level, card.halo, grid.align, blend, model_settings(card, options)
+    )
     specs = output_specs(loaded.model.outputs_for(normalise.model_options(options)))
     resumed = dest.store if resume and is_output_store(dest.store) else None
-    normaliser = None
-    method = normalise.check_method(card, options)
+    record, normaliser = {}, None
+    method = options.get(normalise.OPTION, "none")  # checked with the options
     if method != "none":
-        normaliser, settings[normalise.OPTION] = normalise.slide_normaliser(
+        normaliser, record[normalise.OPTION] = normalise.slide_normaliser(
             slide, level, card, method, resumed
         )
-    if "ihc" in card.outputs and resumed is None:
-        specs, glass = painted_glass(slide, level, loaded, grid, options, specs, normaliser)
-        settings["glass"] = glass
+    if resumed is None:  # a resumed store keeps its own background
+        specs, record["glass"] = painted_glass(
+            slide, level, loaded, grid, options, specs, normaliser
+        )
     return RunPlan(
         slide,
         loaded,
@@ -143,6 +147,7 @@ def plan_run(
         blend,
         resume,
         overwrite,
+        record,
         normaliser,
     )
 

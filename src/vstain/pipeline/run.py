@@ -22,14 +22,9 @@ def run_plan(plan: RunPlan, *, progress=None, cancel=None) -> RunResult:
     return result
 
 
-#: What a new store records of its run beyond the settings a resume must match.
-RECORDED = ("glass", "normalise")
-
-
 def _stain(plan: RunPlan, progress, cancel) -> RunResult:
     card = plan.model.card
     predict = plan.model.tile_function(plan.options, plan.normaliser)
-    record = {k: v for k, v in plan.settings.items() if k in RECORDED}
     return stain_level(
         plan.slide,
         predict,
@@ -45,7 +40,7 @@ def _stain(plan: RunPlan, progress, cancel) -> RunResult:
         blend=plan.blend,
         min_tissue=plan.min_tissue,
         model_settings=plan.settings["model"],
-        record={**record, "precision": predict.settings},
+        record={**plan.record, "precision": predict.settings},
         resume=plan.resume,
         overwrite=plan.overwrite,
         progress=progress,

@@ -62,8 +62,11 @@ def open_output(
     resume: bool,
     overwrite: bool,
     done_block: int = DONE_BLOCK,
+    record: dict | None = None,
 ) -> OutputStore:
-    """Create the output store, or reopen it to resume when it matches ``settings``."""
+    """Create the output store, or reopen it to resume when it matches ``settings``. ``record``
+    adds entries a new store keeps but a resume does not compare (the glass colour of background
+    tiles, the slide's stain statistics, the inference precision)."""
     if out.exists() and resume and not overwrite:
         store = OutputStore.open(out)
         store.check_settings({**settings, "shape": list(shape), "tile": tile})
@@ -78,7 +81,7 @@ def open_output(
         tile=tile,
         specs=specs,
         pixel_size=pixel_size,
-        settings=settings,
+        settings={**settings, **(record or {})},
         overwrite=overwrite,
         done_block=done_block,
     )
@@ -141,14 +144,14 @@ def stain_level(
 
     Tiles are computed nearest ``toward`` (x, y) first, else in raster order; tiles with less than
     ``min_tissue`` tissue are written as background. ``align`` is the model's total stride (see
-    `TileGrid`). Resuming requires the same settings. ``record`` adds entries to the settings a
-    new store records (such as the glass colour of background tiles).
+    `TileGrid`). Resuming requires the same settings; ``record`` (see `open_output`) is kept by a
+    new store and not compared.
     """
     array = slide.levels[level]
     shape = tuple(array.shape[:2])
     grid = TileGrid(shape, tile, halo, align)
     tiles = order_tiles(grid.tiles(region), toward)
-    settings = {**run_settings(slide, level, halo, align, blend, model_settings), **(record or {})}
+    settings = run_settings(slide, level, halo, align, blend, model_settings)
     store = open_output(
         Path(out),
         shape=shape,
@@ -158,6 +161,7 @@ def stain_level(
         settings=settings,
         resume=resume,
         overwrite=overwrite,
+        record=record,
     )
     return run_tiles(
         level_source(slide, level),

@@ -114,3 +114,16 @@ def test_core_packages_import_without_napari_or_qt():
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
+
+
+def test_staining_does_not_import_torchvision():
+    """torchvision (with torch._dynamo and sympy, about 160 MiB) loads only for the models and
+    losses that use it, not for the engine, the planner or the command line."""
+    code = (
+        "import sys, vstain.pipeline, vstain.batch, vstain.cli, vstain.models\n"
+        "assert 'torchvision' not in sys.modules, 'torchvision imported'\n"
+        "vstain.models.create('implicit-stainer')\n"
+        "assert 'torchvision' in sys.modules\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr

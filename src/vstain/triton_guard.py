@@ -5,7 +5,9 @@ drawing without a GPU: Xvfb, VMs, remote desktops) it crashes the process (segme
 seen here with torch 2.14 + Mesa 22). torch imports Triton as soon as torchvision is imported.
 vstain never compiles kernels (no ``torch.compile``), so in exactly that situation Triton is
 marked unavailable (``import triton`` raises ImportError) and torch carries on without it.
-Importing this module applies the guard; modules that import torchvision import it first.
+Importing this module applies the guard. torchvision pulls in torch._dynamo and sympy (about
+160 MiB), so vstain imports it only inside the functions that use it, each calling
+`guard_triton` first (the plugin may have started Mesa since this module was imported).
 """
 
 from __future__ import annotations

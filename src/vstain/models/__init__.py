@@ -4,7 +4,7 @@ Each model lives in its own module and registers itself on import; import it her
 :func:`list_models` knows it.
 """
 
-from vstain import triton_guard  # noqa: F401  (first: before any model imports torchvision)
+from vstain import triton_guard  # noqa: F401  (first: applies the guard at import)
 from vstain.errors import CheckpointError, DeviceError, ModelError
 from vstain.models import (
     asp_dgrank,  # noqa: F401  (registers asp-dgrank)

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from vstain import triton_guard  # noqa: F401  (before torchvision, imported in the functions)
 from vstain.errors import ModelError
+from vstain.triton_guard import guard_triton
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ _STD = (0.229, 0.224, 0.225)
 
 def cached_vgg16_path() -> Path:
     """Where torchvision keeps its ImageNet VGG16 weights in the torch cache."""
+    guard_triton()
     from torchvision.models import VGG16_Weights
 
     filename = VGG16_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
@@ -41,6 +42,7 @@ def cached_vgg16_path() -> Path:
 
 def vgg16_features() -> nn.Sequential:
     """torchvision's VGG16 conv layers (``vgg16().features``), without the classifier."""
+    guard_triton()
     from torchvision.models.vgg import cfgs, make_layers
 
     return make_layers(cfgs["D"])

@@ -39,6 +39,7 @@ from vstain.io import create_ome_zarr, downsample_2x, open_ome_zarr_levels
 from vstain.tiles.chunkio import ChunkIO
 from vstain.tiles.coarse import CoarseChunks
 from vstain.tiles.grid import Tile
+from vstain.tiles.heap import release_free_memory
 from vstain.tiles.instances import (
     border_pairs,
     core_edges,
@@ -374,6 +375,7 @@ class OutputStore:
         self._write_grid_cells(self._cells_io["done"], flags)
         with self._lock:
             self._unflagged -= len(flags)
+        release_free_memory()
 
     def _write_grid_cells(self, io: ChunkIO, items: list[tuple[tuple[int, int], object]]) -> None:
         """Set ``array[row, col] = value`` for each ((row, col), value) of a per-tile array

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from torch import Tensor, nn
-from torchvision.models.swin_transformer import SwinTransformerBlock
 
 from vstain.models.blocks.receptive import receptive_field
 from vstain.models.blocks.resnet_generator import norm_layer
+from vstain.triton_guard import guard_triton
 
 #: Normalisations of the conv encoder: per-pixel ones only, so tiles stay exact.
 CONV_NORMS = ("none", "batch")
@@ -75,6 +75,9 @@ class SwinEncoder(nn.Module):
         self.embed = nn.Conv2d(3, dim, 1)
         self.embed_norm = nn.LayerNorm(dim)
         shifts = [0 if i % 2 == 0 else window // 2 for i in range(depth)]
+        guard_triton()
+        from torchvision.models.swin_transformer import SwinTransformerBlock
+
         self.blocks = nn.Sequential(
             *(
                 SwinTransformerBlock(dim, heads, [window, window], [s, s], mlp_ratio=mlp_ratio)

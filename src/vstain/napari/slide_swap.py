@@ -1,0 +1,81 @@
+"""Putting the next slide where the last one was: its H&E and real IHC layers in the old ones'
+places, the old slide's store layers gone, its own stored virtual IHC shown, the camera at the
+same relative place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from napari.layers import Layer
+
+from vstain.io import Slide
+from vstain.napari.layers import slide_layer_data
+
+
+@dataclass(frozen=True)
+class RelativeView:
+    """A camera relative to a layer: its centre as a fraction of the layer's extent (y, x), its
+    zoom times the layer's longer side (screen px the whole side would take)."""
+
+    centre: np.ndarray
+    zoom: float
+
+
+def _world_box(layer) -> tuple[np.ndarray, np.ndarray]:
+    """World (y, x) low corner and size of the area ``layer``'s pixels cover."""
+    extent = layer.extent
+    low = extent.world[0][-2:] - extent.step[-2:] / 2
+    return low, extent.world[1][-2:] - extent.world[0][-2:] + extent.step[-2:]
+
+
+def relative_view(viewer, layer) -> RelativeView:
+    """Where the camera is, relative to ``layer``."""
+    camera = viewer.scene.camera
+    low, size = _world_box(layer)
+    centre = (np.asarray(camera.center[-2:], float) - low) / size
+    return RelativeView(centre, float(camera.zoom * size.max()))
+
+
+def restore_view(viewer, layer, view: RelativeView) -> None:
+    """Put the camera at ``view`` relative to ``layer``."""
+    low, size = _world_box(layer)
+    camera = viewer.scene.camera
+    camera.center = tuple(low + view.centre * size)
+    camera.zoom = view.zoom / size.max()
+
+
+def put_slide(viewer, slide: Slide, name: str, old=None, index: int | None = None):
+    """``slide`` as layer ``name``, at ``old``'s place in the layer list (which it replaces) or at
+    ``index`` (the end when None).
+
+    ``old`` is renamed before the new layer comes in and removed after, so every layer picker
+    (they keep their choice by name) moves from the old slide to the new one; the new layer is
+    shown or hidden, and as opaque, as ``old`` was."""
+    data, kwargs, kind = slide_layer_data(slide, name)
+    if old is not None and old in viewer.layers:
+        index = viewer.layers.index(old)
+        old.name = f"{old.name} (closing)"
+        kwargs |= {"visible": old.visible, "opacity": old.opacity}
+    layer = Layer.create(data, kwargs, kind)
+    viewer.layers.insert(len(viewer.layers) if index is None else index, layer)
+    remove(viewer, old)
+    return layer
+
+
+def remove(viewer, layer) -> None:
+    """Remove ``layer`` from the viewer if it is there."""
+    if layer is not None and layer in viewer.layers:
+        viewer.layers.remove(layer)
+
+
+def store_layers_of(viewer, slide_path: Path) -> list:
+    """Layers over vstain output stores of the slide file ``slide_path`` (stores are named
+    ``<slide file>.<model>...zarr``, see `vstain.napari.stain_job.store_path`)."""
+    prefix = f"{Path(slide_path).name}."
+    return [
+        layer
+        for layer in viewer.layers
+        if Path(layer.metadata.get("vstain_store", "")).name.startswith(prefix)
+    ]

@@ -55,7 +55,7 @@ def test_the_rule_is_the_user_s(tmp_path):
 
 @pytest.mark.parametrize("rule", ["IHC.*", "{stem}_IHC.*", "{name}_{0}", "{name"])
 def test_a_rule_without_name_or_with_other_fields_is_refused(rule):
-    with pytest.raises(SlideError, match="must hold {name}"):
+    with pytest.raises(SlideError, match=r"must hold \{name\}"):
         check_rule(rule)
 
 

@@ -136,7 +136,8 @@ def test_bad_slides_are_skipped_with_a_notification_and_an_empty_folder_says_so(
 
 def at(fraction: tuple[float, float], height: int, width: int) -> tuple[float, float]:
     """World (y, x) at a fraction of the area a slide's pixels cover (centres at whole pixels)."""
-    return tuple((-0.5 + f * n) * PIXEL_SIZE for f, n in zip(fraction, (height, width)))
+    (fy, fx) = fraction
+    return (-0.5 + fy * height) * PIXEL_SIZE, (-0.5 + fx * width) * PIXEL_SIZE
 
 
 def test_the_camera_keeps_its_relative_place_and_zoom(nav, folder):
@@ -230,7 +231,7 @@ def test_side_by_side_labels_each_pane_with_what_it_shows(nav, folder, qtbot):
     assert viewer.canvas.grid.shape == (1, 3)
     labels = pane_labels(viewer)
     names = [HE_NAME, "real ck818", "tiny ck818 virtual IHC"]
-    assert {name: text for name, (text, _) in labels.items()} == dict(zip(names, names))
+    assert {name: text for name, (text, _) in labels.items()} == {name: name for name in names}
     assert len({pane for _, pane in labels.values()}) == 3, "one label in each pane"
 
     viewer.layers["real ck818"].visible = False  # a hidden layer takes no pane

@@ -150,13 +150,18 @@ class SlideNavigator(QWidget):
 
     # ---- moving ---------------------------------------------------------------------------------
 
+    @property
+    def _heading_to(self) -> int:
+        """The slide shown, or the one shown once the running job has stopped."""
+        return self.index if self._target is None else self._target[0]
+
     def next(self) -> None:
         """The next slide (the list stops at its last slide)."""
-        self.go(self.index + 1, 1)
+        self.go(self._heading_to + 1, 1)
 
     def previous(self) -> None:
         """The previous slide (the list stops at its first slide)."""
-        self.go(self.index - 1, -1)
+        self.go(self._heading_to - 1, -1)
 
     def go(self, index: int, step: int) -> None:
         """Show slide ``index`` (an unreadable one is skipped in the direction ``step``), once the
@@ -211,7 +216,10 @@ class SlideNavigator(QWidget):
                 slide_swap.remove(self.viewer, layer)
         self.he_layer = slide_swap.put_slide(self.viewer, slide, HE_NAME, old)
         self._show_real_ihc(ihc)
-        self._show_stored(slide)
+        try:
+            self._show_stored(slide)
+        except (VstainError, OSError) as e:  # a damaged store, an unreadable checkpoint
+            notify_error(e)
         if view is not None:
             slide_swap.restore_view(self.viewer, self.he_layer, view)
         else:
@@ -230,18 +238,18 @@ class SlideNavigator(QWidget):
         name = real_ihc_name(self.stain.checkpoint if self.stain.has_model else None)
         self.ihc_layer = slide_swap.put_slide(self.viewer, ihc, name, old, above_he)
 
-    def _show_stored(self, slide: Slide) -> list:
-        """The layers of the chosen model's existing store of ``slide`` (none without one)."""
+    def _show_stored(self, slide: Slide) -> None:
+        """Show the chosen model's existing store of ``slide``, if there is one (nothing is
+        computed: the layers read the tiles stored)."""
         if not self.stain.has_model:
-            return []
+            return
         request = self.stain.stain_request("view", (), self.he_layer)
         store = store_path(request, checkpoint_sha256(self.stain.checkpoint))
-        if not is_output_store(store):
-            return []
-        level = zarr.open_group(store, mode="r").attrs["vstain"]["level"]
-        return store_layers.show_outputs(
-            self.viewer, store, self.he_layer, slide.downsamples[level], self.stain.output_prefix
-        )
+        if is_output_store(store):
+            level = zarr.open_group(store, mode="r").attrs["vstain"]["level"]
+            downsample = slide.downsamples[level]
+            prefix = self.stain.output_prefix
+            store_layers.show_outputs(self.viewer, store, self.he_layer, downsample, prefix)
 
     def _update_buttons(self) -> None:
         self.previous_button.setEnabled(self.index > 0)

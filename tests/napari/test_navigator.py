@@ -243,3 +243,20 @@ def test_side_by_side_labels_each_pane_with_what_it_shows(nav, folder, qtbot):
     assert not viewer.layers["real ck818"].visible
     widget.side_button.click()
     assert pane_labels(viewer) == {}
+
+
+def test_a_click_while_a_switch_draws_waits_for_it(nav, folder, qtbot):
+    viewer, _, navigator = nav
+    navigator.open_folder(folder)
+    clicks = []
+
+    def click_once(event):  # Qt draws after a removal: a queued key press would run here
+        if not clicks:
+            clicks.append(navigator.index)
+            navigator.next()
+
+    viewer.layers.events.removed.connect(click_once)
+    navigator.next()
+    assert clicks == [0] and navigator.index == 1
+    qtbot.waitUntil(lambda: navigator.index == 2, timeout=5_000)
+    assert shown(viewer) == {HE_NAME: "c.ome.tif", "real ck818": "c_IHC.ome.tif"}

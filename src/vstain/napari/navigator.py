@@ -71,6 +71,7 @@ class SlideNavigator(QWidget):
         self.he_layer = None
         self.ihc_layer = None
         self._target: tuple[int, int] | None = None  # (index, step) waiting for the job to stop
+        self._switching_to: int | None = None  # Qt draws during a switch (slide_swap.remove)
         self._build()
         self._wait = QTimer(self)
         self._wait.setInterval(WAIT_MS)
@@ -103,7 +104,7 @@ class SlideNavigator(QWidget):
         buttons.addWidget(self.next_button)
         form = QFormLayout(self)
         form.setContentsMargins(0, 0, 0, 0)
-        form.addRow("Slides", folder)
+        form.addRow("Folder", folder)
         form.addRow("Real IHC", self.rule_edit)
         form.addRow(buttons)
         form.addRow(self.position_label)
@@ -152,8 +153,10 @@ class SlideNavigator(QWidget):
 
     @property
     def _heading_to(self) -> int:
-        """The slide shown, or the one shown once the running job has stopped."""
-        return self.index if self._target is None else self._target[0]
+        """The slide shown, or the one being shown, or the one shown once the job has stopped."""
+        if self._target is not None:
+            return self._target[0]
+        return self.index if self._switching_to is None else self._switching_to
 
     def next(self) -> None:
         """The next slide (the list stops at its last slide)."""
@@ -175,13 +178,19 @@ class SlideNavigator(QWidget):
             self._wait.start()
 
     def _switch_when_idle(self) -> None:
+        if self._switching_to is not None:  # a click while Qt draws during a switch: after it
+            return
         if self.stain.busy:  # cancelled again: Auto may have queued a view of the old slide
             self.stain.cancel()
             return
         self._wait.stop()
         target, self._target = self._target, None
         if target is not None:
-            self._switch(*target)
+            self._switching_to = target[0]
+            try:
+                self._switch(*target)
+            finally:
+                self._switching_to = None
 
     def _switch(self, index: int, step: int) -> None:
         while 0 <= index < len(self.pairs):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from napari.layers import Layer
+from qtpy.QtWidgets import QApplication
 
 from vstain.io import Slide
 from vstain.napari.layers import slide_layer_data
@@ -65,9 +66,12 @@ def put_slide(viewer, slide: Slide, name: str, old=None, index: int | None = Non
 
 
 def remove(viewer, layer) -> None:
-    """Remove ``layer`` from the viewer if it is there."""
+    """Remove ``layer`` from the viewer if it is there, then let Qt draw the canvas: with napari
+    0.9.2, vispy 0.17 and Mesa, two image layers removed without a draw in between make a later
+    draw segfault in ``glDrawArrays`` (docs/napari.md)."""
     if layer is not None and layer in viewer.layers:
         viewer.layers.remove(layer)
+        QApplication.processEvents()
 
 
 def store_layers_of(viewer, slide_path: Path) -> list:

@@ -58,9 +58,8 @@ def main() -> None:
 
     from vstain.napari.demo import DEMO_MODEL, wait_until_idle
     from vstain.napari.stain_widget import VirtualStainWidget
-    from vstain.synth.demo import demo_pair
+    from vstain.synth.demo import demo_folder
 
-    he_path, ihc_path = demo_pair()
     viewer = napari.Viewer(title="bench navigator")
     app = QApplication.instance()
     widget = VirtualStainWidget(viewer)
@@ -69,14 +68,7 @@ def main() -> None:
     fit_canvas(viewer, app)
     navigator = widget.navigator
     with tempfile.TemporaryDirectory() as tmp:
-        slides = Path(tmp) / "slides"
-        slides.mkdir()
-        for name, target in [
-            ("case-01.ome.tif", he_path),
-            ("case-01_IHC.ome.tif", ihc_path),
-            ("case-02.ome.tif", he_path),
-        ]:
-            (slides / name).symlink_to(target)
+        slides = demo_folder(Path(tmp))
         widget.folder_edit.setText(tmp)
         navigator.open_folder(slides)
         camera = viewer.scene.camera

@@ -187,9 +187,8 @@ def navigator(folder: Path) -> None:
 
     from vstain.napari.demo import DEMO_MODEL, wait_until_idle
     from vstain.napari.stain_widget import VirtualStainWidget
-    from vstain.synth.demo import demo_pair
+    from vstain.synth.demo import demo_folder
 
-    he_path, ihc_path = demo_pair()
     viewer = napari.Viewer(title="vstain")
     viewer.window.resize(*WINDOW)
     app = QApplication.instance()
@@ -197,14 +196,7 @@ def navigator(folder: Path) -> None:
     widget.model_box.setCurrentText(DEMO_MODEL)
     viewer.window.add_dock_widget(widget, name="Virtual stain")
     with tempfile.TemporaryDirectory() as tmp:
-        slides = Path(tmp) / "slides"
-        slides.mkdir()
-        for name, target in [
-            ("case-01.ome.tif", he_path),
-            ("case-01_IHC.ome.tif", ihc_path),
-            ("case-02.ome.tif", he_path),
-        ]:
-            (slides / name).symlink_to(target)
+        slides = demo_folder(Path(tmp))
         widget.folder_edit.setText(tmp)
         widget.navigator.open_folder(slides)
         widget.side_button.click()

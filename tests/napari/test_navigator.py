@@ -154,30 +154,39 @@ def test_the_camera_keeps_its_relative_place_and_zoom(nav, folder):
     np.testing.assert_allclose(camera.zoom, 3.0, rtol=1e-6)
 
 
+def stored_tiles_show(layer, he) -> None:
+    """``layer`` lies over ``he`` and shows every tile of its (finished) store."""
+    np.testing.assert_allclose(layer.scale, he.scale)
+    np.testing.assert_allclose(layer.translate, he.translate)
+    level0 = layer.data[0] if layer.multiscale else layer.data
+    assert np.asarray(level0[..., 3]).min() == 255
+    assert tuple(level0.shape[:2]) == tuple(he.level_shapes[0][:2])
+
+
 def test_the_stored_virtual_ihc_comes_back_with_no_tile_recomputed(nav, folder, qtbot):
     viewer, widget, navigator = nav
     navigator.open_folder(folder)
-    widget.stain_view()
-    wait_idle(qtbot, widget)
-    layer = store_layer(viewer)
-    store = layer.metadata["vstain_store"]
-    done = np.asarray(zarr.open_group(store, mode="r")["done"][:])
-    assert (done != PENDING).all()
+    stores = {}
+    for index in (0, 2):  # a and c (b stays without a store)
+        navigator.go(index, 1)
+        widget.stain_view()
+        wait_idle(qtbot, widget)
+        stores[index] = store_layer(viewer).metadata["vstain_store"]
+        assert (np.asarray(zarr.open_group(stores[index], mode="r")["done"][:]) != PENDING).all()
     files = {p: p.stat().st_mtime_ns for p in (folder.parent / "stores").rglob("*") if p.is_file()}
 
-    navigator.next()
-    assert shown(viewer) == {HE_NAME: "b.ome.tif"}, "slide a's virtual IHC is gone"
+    navigator.go(1, 1)
+    assert shown(viewer) == {HE_NAME: "b.ome.tif"}, "slide c's virtual IHC is gone"
     navigator.previous()
+    layer = store_layer(viewer)
+    assert layer.metadata["vstain_store"] == stores[0] and layer.name == "tiny ck818 virtual IHC"
+    stored_tiles_show(layer, navigator.he_layer)
+    navigator.go(2, 1)  # from a store to a store: the layer takes the other store in place
+    assert store_layer(viewer) is layer and layer.metadata["vstain_store"] == stores[2]
+    stored_tiles_show(layer, navigator.he_layer)
     assert not widget.busy, "nothing is stained: Auto is off"
-    again = store_layer(viewer)
-    assert again.metadata["vstain_store"] == store
-    assert again.name == "tiny ck818 virtual IHC"
-    np.testing.assert_allclose(again.scale, navigator.he_layer.scale)
-    np.testing.assert_allclose(again.translate, navigator.he_layer.translate)
-    level0 = again.data[0] if again.multiscale else again.data
-    assert np.asarray(level0[..., 3]).min() == 255, "every stored tile shows"
     now = {p: p.stat().st_mtime_ns for p in (folder.parent / "stores").rglob("*") if p.is_file()}
-    assert now == files, "no file of the store was written"
+    assert now == files, "no file of the stores was written"
 
 
 def test_with_auto_on_the_new_slide_s_view_is_stained(nav, folder, qtbot):

@@ -30,7 +30,7 @@ from vstain.io import Slide, open_slide
 from vstain.io.ome_zarr import is_output_store
 from vstain.io.slide_set import DEFAULT_RULE, SlidePair, folder_slides
 from vstain.models import read_card, sha256_file
-from vstain.napari import slide_swap, store_layers
+from vstain.napari import slide_swap
 from vstain.napari.notify import notify_error
 from vstain.napari.stain_job import store_path
 
@@ -219,16 +219,22 @@ class SlideNavigator(QWidget):
     def _show(self, index: int, slide: Slide) -> None:
         old = self.he_layer if self.he_layer in self.viewer.layers else None
         view = slide_swap.relative_view(self.viewer, old) if old is not None else None
+        old_path = Path(old.metadata["path"]) if old is not None else None
+        old_stores = slide_swap.store_layers_of(self.viewer, old_path) if old else []
         ihc = self._open(self.pairs[index].ihc)
-        if old is not None:
-            for layer in slide_swap.store_layers_of(self.viewer, old.metadata["path"]):
-                slide_swap.remove(self.viewer, layer)
         self.he_layer = slide_swap.put_slide(self.viewer, slide, HE_NAME, old)
         self._show_real_ihc(ihc)
-        try:
-            self._show_stored(slide)
-        except (VstainError, OSError) as e:  # a damaged store, an unreadable checkpoint
-            notify_error(e)
+        store = self._stored(slide)
+        alike = [
+            layer
+            for layer in old_stores
+            if store is not None and slide_swap.same_model(layer, old_path, store, slide.path)
+        ]
+        for layer in old_stores:
+            if layer not in alike:
+                slide_swap.remove(self.viewer, layer)
+        if store is not None:
+            self._show_store(store, slide, alike)
         if view is not None:
             slide_swap.restore_view(self.viewer, self.he_layer, view)
         else:
@@ -247,18 +253,29 @@ class SlideNavigator(QWidget):
         name = real_ihc_name(self.stain.checkpoint if self.stain.has_model else None)
         self.ihc_layer = slide_swap.put_slide(self.viewer, ihc, name, old, above_he)
 
-    def _show_stored(self, slide: Slide) -> None:
-        """Show the chosen model's existing store of ``slide``, if there is one (nothing is
-        computed: the layers read the tiles stored)."""
+    def _stored(self, slide: Slide) -> Path | None:
+        """The chosen model's existing store of ``slide`` (same settings as a click), or None."""
         if not self.stain.has_model:
-            return
+            return None
         request = self.stain.stain_request("view", (), self.he_layer)
-        store = store_path(request, checkpoint_sha256(self.stain.checkpoint))
-        if is_output_store(store):
+        try:
+            store = store_path(request, checkpoint_sha256(self.stain.checkpoint))
+        except OSError as e:  # the checkpoint went away
+            notify_error(e)
+            return None
+        return store if is_output_store(store) else None
+
+    def _show_store(self, store: Path, slide: Slide, old: list) -> None:
+        """Show ``store`` over the H&E at once (nothing is computed: the layers read the stored
+        tiles), in the places of ``old`` (the last slide's layers of the same model)."""
+        try:
             level = zarr.open_group(store, mode="r").attrs["vstain"]["level"]
-            downsample = slide.downsamples[level]
-            prefix = self.stain.output_prefix
-            store_layers.show_outputs(self.viewer, store, self.he_layer, downsample, prefix)
+            downsample, prefix = slide.downsamples[level], self.stain.output_prefix
+            slide_swap.put_store(self.viewer, store, self.he_layer, downsample, prefix, old)
+        except VstainError as e:  # a damaged store
+            notify_error(e)
+            for layer in old:
+                slide_swap.remove(self.viewer, layer)
 
     def _update_buttons(self) -> None:
         self.previous_button.setEnabled(self.index > 0)

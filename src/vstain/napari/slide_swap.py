@@ -1,6 +1,6 @@
-"""Putting the next slide where the last one was: its H&E and real IHC layers in the old ones'
-places, the old slide's store layers gone, its own stored virtual IHC shown, the camera at the
-same relative place."""
+"""Putting the next slide where the last one was: its H&E, real IHC and stored virtual IHC in
+the old slide's layers (taken in place when they can) or their places, the camera at the same
+relative place."""
 
 from __future__ import annotations
 

@@ -10,8 +10,11 @@ docs/images/napari_finetune.png        the Fine-tune widget after a short run: l
                                        validation plots, the re-stained preview
 docs/images/napari_cells.png           StainDiffuser with "Segment": its virtual IHC and the
                                        positive cells it found, one label per cell
+docs/images/napari_navigator.png       the slide navigator on a folder of two slides, side by
+                                       side with each pane labelled
 
 python docs/make_screenshots.py [FOLDER]   # re-runs itself under xvfb-run when there is no display
+python docs/make_screenshots.py FOLDER navigator   # the navigator's picture only (a minute)
 """
 
 from __future__ import annotations
@@ -176,7 +179,39 @@ def cells(viewer, app, folder: Path, widget) -> None:
     viewer.screenshot(str(folder / "napari_cells.png"), canvas_only=False)
 
 
+def navigator(folder: Path) -> None:
+    """The navigator on a folder of two slides (the demo pair as case-01, its H&E again as
+    case-02, no IHC), the first slide's view stained, side by side."""
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from vstain.napari.demo import DEMO_MODEL, wait_until_idle
+    from vstain.napari.stain_widget import VirtualStainWidget
+    from vstain.synth.demo import demo_folder
+
+    viewer = napari.Viewer(title="vstain")
+    viewer.window.resize(*WINDOW)
+    app = QApplication.instance()
+    widget = VirtualStainWidget(viewer)
+    widget.model_box.setCurrentText(DEMO_MODEL)
+    viewer.window.add_dock_widget(widget, name="Virtual stain")
+    with tempfile.TemporaryDirectory() as tmp:
+        slides = demo_folder(Path(tmp))
+        widget.folder_edit.setText(tmp)
+        widget.navigator.open_folder(slides)
+        widget.side_button.click()
+        viewer.scene.camera.zoom *= 3
+        widget.stain_view()
+        wait_until_idle(widget, timeout=600)
+        settle(app)
+        viewer.screenshot(str(folder / "napari_navigator.png"), canvas_only=False)
+    viewer.close()
+
+
 if __name__ == "__main__":
     if not os.environ.get("DISPLAY"):
         os.execvp("xvfb-run", ["xvfb-run", "-a", "-s", SCREEN, sys.executable, *sys.argv])
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "images")
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "images"
+    if sys.argv[2:] != ["navigator"]:
+        main(out)
+    navigator(out)

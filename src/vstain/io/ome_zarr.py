@@ -34,6 +34,14 @@ OUTPUT_PYRAMID_MIN = 256
 WINDOW_CHUNKS = 4
 
 
+def is_output_store(path) -> bool:
+    """Whether ``path`` is a store vstain's tile engine made (a zarr group with vstain settings)."""
+    try:
+        return "vstain" in zarr.open_group(Path(path), mode="r").attrs
+    except Exception:  # anything unreadable is not one of ours
+        return False
+
+
 def create_ome_zarr(
     path: str | Path,
     shape_yx: tuple[int, int],

@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (
 from vstain.errors import RegionError, SlideError, VstainError
 from vstain.io import Slide
 from vstain.napari import registration_layers as placement
+from vstain.napari import side_by_side
 from vstain.napari.checkpoint_picker import ask_checkpoint, checked_card
 from vstain.napari.job_runner import JobRunner
 from vstain.napari.layer_choice import SlideCache, fill_box, shapes_layers, slide_layers
@@ -78,6 +79,7 @@ class CompareWidget(QWidget):
         for event in (events.inserted, events.removed, events.moved):
             event.connect(self._update_boxes)
         self._update_boxes()
+        side_by_side.follow(self.viewer)
 
     # ---- construction -------------------------------------------------------------------------
 

@@ -2,21 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from vstain.errors import VstainError
-
-#: tifffile, zarr and plain images, then the formats only OpenSlide reads (docs/io.md).
-SUFFIXES = (
-    *(".svs", ".tif", ".tiff", ".zarr", ".png", ".jpg", ".jpeg"),
-    *(".ndpi", ".scn", ".bif", ".mrxs", ".vms", ".vmu", ".dcm", ".svslide", ".czi"),
-)
-
-
-def _looks_like_slide(path: Path) -> bool:
-    if path.suffix.lower() in SUFFIXES:
-        return True
-    return path.is_dir() and ((path / "zarr.json").exists() or (path / ".zattrs").exists())
+from vstain.io.slide_set import looks_like_slide
 
 
 def get_reader(path):
@@ -25,7 +12,7 @@ def get_reader(path):
         if len(path) != 1:
             return None
         path = path[0]
-    return read_slide if _looks_like_slide(Path(path)) else None
+    return read_slide if looks_like_slide(path) else None
 
 
 def read_slide(path) -> list[tuple]:

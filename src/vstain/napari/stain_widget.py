@@ -18,6 +18,7 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QGridLayout,
+    QGroupBox,
     QHBoxLayout,
     QLineEdit,
     QProgressBar,
@@ -32,7 +33,7 @@ from vstain.io import Slide
 from vstain.models import ModelError, choose_device, read_card
 from vstain.models.device import available_devices
 from vstain.models.registry import option_choices, predict_options
-from vstain.napari import store_layers
+from vstain.napari import side_by_side, store_layers
 from vstain.napari.checkpoint_picker import CheckpointPicker, checked_card
 from vstain.napari.hub import hub
 from vstain.napari.import_weights import IMPORT_WEIGHTS, ask_import, run_import
@@ -45,6 +46,7 @@ from vstain.napari.layer_choice import (
 )
 from vstain.napari.model_cache import MODELS
 from vstain.napari.model_choice import card_summary, card_warning, layer_prefix
+from vstain.napari.navigator import SlideNavigator
 from vstain.napari.notify import notify_error
 from vstain.napari.option_widgets import OptionsPanel
 from vstain.napari.stain_job import StainJob, StainRequest
@@ -103,9 +105,8 @@ class VirtualStainWidget(QWidget):
         layers = self.viewer.layers.events
         for event in (layers.inserted, layers.removed, layers.moved):
             event.connect(self._update_layer_boxes)
-        for event in (layers.inserted, layers.removed):
-            event.connect(self._fit_grid)
         self._update_layer_boxes()
+        side_by_side.follow(self.viewer)
         self.viewer.canvas.grid.events.enabled.connect(self._sync_side_by_side)
         hub.checkpoint_saved.connect(self.load_checkpoint)
 
@@ -178,7 +179,12 @@ class VirtualStainWidget(QWidget):
         progress.addWidget(self.cancel_button)
         self.status_label = wrapping_label("Idle")
 
+        self.navigator = SlideNavigator(self.viewer, self)
+        slides = QGroupBox("Slides")
+        QVBoxLayout(slides).addWidget(self.navigator)
+
         layout = QVBoxLayout(self)
+        layout.addWidget(slides)
         layout.addLayout(form)
         layout.addLayout(actions)
         layout.addLayout(progress)
@@ -281,11 +287,11 @@ class VirtualStainWidget(QWidget):
 
     # ---- actions --------------------------------------------------------------------------------
 
-    def _submit(self, kind: str, parts) -> None:
-        """Start a job now, or after the running one (a running view job is stale: cancelled)."""
-        layer = self.slide_layer
+    def stain_request(self, kind: str, parts, layer) -> StainRequest:
+        """What staining ``parts`` of ``layer``'s slide with the chosen model and settings asks
+        for (its `store_path` is where the outputs are, or will be)."""
         slide = self._slide(layer)
-        request = StainRequest(
+        return StainRequest(
             kind=kind,
             slide=slide,
             parts=tuple(parts),
@@ -296,7 +302,16 @@ class VirtualStainWidget(QWidget):
             options=self.options_panel.values(),
             out_dir=self._out_dir(slide),
         )
-        order = (request, layer, layer_prefix(self.checkpoint.stem, read_card(self.checkpoint)))
+
+    @property
+    def output_prefix(self) -> str:
+        """The start of the chosen model's output layer names (``<model> <marker>``)."""
+        return layer_prefix(self.checkpoint.stem, read_card(self.checkpoint))
+
+    def _submit(self, kind: str, parts) -> None:
+        """Start a job now, or after the running one (a running view job is stale: cancelled)."""
+        layer = self.slide_layer
+        order = (self.stain_request(kind, parts, layer), layer, self.output_prefix)
         if not self.runner.busy:
             self._start(*order)
             return
@@ -431,6 +446,14 @@ class VirtualStainWidget(QWidget):
 
     # ---- auto, side by side, closing ------------------------------------------------------------
 
+    def show_slide(self, layer) -> None:
+        """Make ``layer`` the H&E layer (a new slide); with Auto on, stain its view once the
+        camera rests."""
+        self._update_layer_boxes()
+        self.layer_box.setCurrentIndex(self.layer_box.findText(layer.name))
+        if self.auto_box.isChecked():
+            self._auto_timer.start()
+
     def _on_auto_toggled(self, on: bool) -> None:
         camera = self.viewer.scene.camera.events
         for event in (camera.center, camera.zoom):
@@ -451,14 +474,7 @@ class VirtualStainWidget(QWidget):
             self.stain_view()
 
     def _set_side_by_side(self, on: bool) -> None:
-        self._fit_grid()
-        self.viewer.canvas.grid.enabled = on
-
-    def _fit_grid(self, event=None) -> None:
-        """Side by side in one row for up to three layers (H&E, virtual, real: napari's own
-        2 x 2 would leave a black pane); napari's shape beyond."""
-        n = len(self.viewer.layers)
-        self.viewer.canvas.grid.shape = (1, n) if 1 <= n <= 3 else (-1, -1)
+        self.viewer.canvas.grid.enabled = on  # side_by_side.follow fits and labels the panes
 
     def _sync_side_by_side(self, event=None) -> None:
         self.side_button.setChecked(self.viewer.canvas.grid.enabled)

@@ -33,3 +33,15 @@ def demo_pair(
     spec = make_spec(DEMO_SEED, marker, size, mode="adjacent-section")
     export_pair(spec, he, ihc, overwrite=True)
     return he, ihc
+
+
+def demo_folder(folder: Path) -> Path:
+    """``folder``/slides: the demo pair as a folder of slides for the slide navigator, case-01
+    (the H&E) with case-01_IHC, and the H&E again as case-02 without IHC (links to the pair)."""
+    he, ihc = demo_pair()
+    slides = Path(folder) / "slides"
+    slides.mkdir(parents=True)
+    links = {"case-01.ome.tif": he, "case-01_IHC.ome.tif": ihc, "case-02.ome.tif": he}
+    for name, target in links.items():
+        (slides / name).symlink_to(target)
+    return slides

@@ -36,6 +36,7 @@ import zarr
 
 from vstain.errors import OutputExistsError, SlideError, VstainError
 from vstain.io import create_ome_zarr, downsample_2x, open_ome_zarr_levels
+from vstain.io.ome_zarr import is_output_store
 from vstain.tiles.chunkio import ChunkIO
 from vstain.tiles.coarse import CoarseChunks
 from vstain.tiles.grid import Tile
@@ -126,14 +127,6 @@ class OutputSpec:
         if self.integer:
             return block[:, ::2, ::2]
         return downsample_2x(block)
-
-
-def is_output_store(path) -> bool:
-    """Whether ``path`` is a store vstain's tile engine made (a zarr group with vstain settings)."""
-    try:
-        return "vstain" in zarr.open_group(Path(path), mode="r").attrs
-    except Exception:  # anything unreadable is not one of ours
-        return False
 
 
 def remove_store(path: Path) -> None:

@@ -8,10 +8,10 @@ from the click to the first virtual tile drawn on the canvas (a frame swapped af
 layer refresh that shows a tile) and time to fill the canvas; per variant a first view (new
 store: the layer is added) and a next view elsewhere (the layer exists, as when Auto re-stains).
 Variants: the plugin as it is (napari's defaults); ``settings.experimental.async_`` on; no layer
-updates at all (only the staining process competes with the main thread). Then the breakdown of
-one refresh of the output layer (the plugin's slicing, napari's texture upload and draw) beside
-the same for a plain numpy layer filling the canvas (no plugin code), and how long Cancel takes
-to stop a whole-slide run.
+updates at all (only the staining process competes with the main thread). The breakdown of one
+refresh of the output layers (the plugin's slicing, napari's texture upload and draw) beside the
+same for a plain numpy layer filling the canvas (no plugin code), and how long Cancel takes to
+stop a whole-slide run.
 
 python bench/bench_napari.py          # re-runs itself under xvfb-run when there is no display
 """
@@ -151,41 +151,46 @@ def median_ms(fn) -> float:
     return round(1000 * float(np.median(times)), 1)
 
 
-def refresh_breakdown(viewer, app, layers: list) -> dict:
+def plugin_refresh(viewer, layers: list) -> dict:
     """Median ms of one refresh of the plugin's output layers (slicing from decoded chunks), of a
-    repaint after it (napari + vispy + Mesa: texture upload and draw) and of a repaint with
-    nothing new (draw only); then the same for a numpy RGBA layer filling the canvas, with the
-    plugin's layers hidden (no plugin code)."""
+    repaint after it (napari, vispy and Mesa: texture upload and draw) and of a repaint with
+    nothing new (draw only)."""
     from vstain.napari import store_layers
 
     gl = viewer.window._qt_viewer.canvas.native
-
-    def refresh_and_paint(refresh):
-        refresh()
-        gl.repaint()
-
-    out = {
-        "plugin_refresh_slicing_ms": median_ms(lambda: store_layers.refresh(layers, pasted=True)),
-        "plugin_refresh_and_repaint_ms": median_ms(
-            lambda: refresh_and_paint(lambda: store_layers.refresh(layers, pasted=True))
-        ),
+    refresh = lambda: store_layers.refresh(layers, pasted=True)  # noqa: E731
+    return {
+        "plugin_refresh_slicing_ms": median_ms(refresh),
+        "plugin_refresh_and_repaint_ms": median_ms(lambda: (refresh(), gl.repaint())),
         "repaint_nothing_new_ms": median_ms(gl.repaint),
     }
-    for layer in layers:
+
+
+def numpy_canvas(viewer, app) -> dict:
+    """The same for a numpy RGBA layer filling the canvas, the only visible layer: no plugin
+    code runs. The layer is hidden afterwards, not removed (napari 0.9.2 + Mesa crash when
+    layers are removed and added)."""
+    gl = viewer.window._qt_viewer.canvas.native
+    hidden = [layer for layer in viewer.layers if layer.visible]
+    for layer in hidden:
         layer.visible = False
     canvas = np.random.default_rng(0).integers(0, 256, (*CANVAS, 4), dtype=np.uint8)
     plain = viewer.add_image(canvas, rgb=True, name="plain numpy canvas")
+    camera = viewer.scene.camera.center, viewer.scene.camera.zoom
     viewer.reset_view()
     process_for(app, 0.5)
-    out["numpy_canvas_refresh_ms"] = median_ms(lambda: plain.refresh(thumbnail=False))
-    out["numpy_canvas_refresh_and_repaint_ms"] = median_ms(
-        lambda: refresh_and_paint(lambda: plain.refresh(thumbnail=False))
-    )
-    out["numpy_canvas_repaint_nothing_new_ms"] = median_ms(gl.repaint)
-    viewer.layers.remove(plain)
-    process_for(app, 0.3)
-    for layer in layers:
+    out = {
+        "numpy_canvas_refresh_ms": median_ms(lambda: plain.refresh(thumbnail=False)),
+        "numpy_canvas_refresh_and_repaint_ms": median_ms(
+            lambda: (plain.refresh(thumbnail=False), gl.repaint())
+        ),
+        "numpy_canvas_repaint_nothing_new_ms": median_ms(gl.repaint),
+    }
+    plain.visible = False
+    for layer in hidden:
         layer.visible = True
+    viewer.scene.camera.center, viewer.scene.camera.zoom = camera
+    process_for(app, 0.3)
     return out
 
 
@@ -252,6 +257,7 @@ def main() -> None:
     idle = time.perf_counter()
     process_for(app, 2.0)
     out["idle"] = gap_stats(heartbeat.gaps_ms(idle, time.perf_counter()))
+    out["refresh_breakdown"] = numpy_canvas(viewer, app)
     viewer.scene.camera.zoom = 1 / he.scale[-1]  # one screen px per slide px (0.5 µm)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -263,9 +269,10 @@ def main() -> None:
                     viewer.scene.camera.center = (0, height * y, width * x)
                     process_for(app, 0.5)
                     out[name][step] = stain_view_run(viewer, widget, app, heartbeat, tmp / name)
+                    print(name, step, out[name][step], file=sys.stderr, flush=True)
             layers = [layer for layer in viewer.layers if "vstain_store" in layer.metadata]
             if name == "default":
-                out["refresh_breakdown"] = refresh_breakdown(viewer, app, layers)
+                out["refresh_breakdown"] |= plugin_refresh(viewer, layers)
             for layer in layers:
                 viewer.layers.remove(layer)
                 process_for(app, 0.3)  # napari 0.9.2 + Mesa segfault: two removals, no redraw

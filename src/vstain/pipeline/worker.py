@@ -21,9 +21,11 @@ import multiprocessing
 import os
 import pickle
 import queue
+import sys
 import threading
 import time
 import traceback
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -314,6 +316,19 @@ def serve(checkpoint: str, device: str, orders, events, cancel_shared, nice: int
     outbox.close()
 
 
+@contextlib.contextmanager
+def _main_left_alone():
+    """Start a process without the parent's main module: spawn would run a script again in the
+    child (a user's script that opens napari without an ``if __name__ == "__main__"`` guard
+    would open it twice, and fail)."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
 def checkpoint_key(checkpoint: Path, device: str) -> tuple:
     """What a worker was started for: the checkpoint file as it is now, and the device."""
     path = Path(checkpoint).resolve()
@@ -348,7 +363,8 @@ class StainWorker:
             daemon=True,
             name="vstain-stain-worker",
         )
-        self.process.start()
+        with _main_left_alone():
+            self.process.start()
         order_end.close()  # the child's ends: once it dies, reading gives EOF
         event_end.close()
 

@@ -61,7 +61,8 @@ from vstain.napari.viewport import (
 from vstain.napari.wrapping_label import wrapping_label
 
 #: Layers refresh at most this often while tiles land (a refresh of a 1600 x 1000 canvas costs
-#: the main thread about 100 ms here, slicing plus drawing; see docs/napari.md).
+#: the main thread about 130 ms here with software OpenGL, nearly all of it napari's texture
+#: upload and draw; see docs/napari.md).
 REFRESH_MS = 200
 #: Auto re-stains this long after the camera stops moving.
 AUTO_DELAY_MS = 300

@@ -64,3 +64,17 @@ def notes():
     notification_manager.notification_ready.connect(record)
     yield got
     notification_manager.notification_ready.disconnect(record)
+
+
+def docked_stain_widget(make_napari_viewer, slide_path, checkpoint, out_dir):
+    """(viewer, H&E layer, docked Virtual stain widget) with ``checkpoint`` chosen and stores in
+    ``out_dir``."""
+    from vstain.napari.stain_widget import VirtualStainWidget
+
+    viewer = make_napari_viewer()
+    (he,) = viewer.open(str(slide_path), plugin="napari-vstain")
+    widget = VirtualStainWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Virtual stain")
+    assert widget.load_checkpoint(checkpoint)
+    widget.folder_edit.setText(str(out_dir))
+    return viewer, he, widget

@@ -4,24 +4,18 @@ import pytest
 import torch
 
 from tests.models.unet_reference import RefUnetGenerator
+from tests.napari.conftest import docked_stain_widget
 from vstain.models import read_card
 from vstain.napari.checkpoint_picker import LOAD_CHECKPOINT
 from vstain.napari.import_weights import IMPORT_WEIGHTS
 from vstain.napari.model_choice import IMPORTED
-from vstain.napari.stain_widget import VirtualStainWidget
 
 pytestmark = pytest.mark.gui
 
 
 @pytest.fixture
 def widget(make_napari_viewer, slide_path, checkpoint, tmp_path):
-    viewer = make_napari_viewer()
-    viewer.open(str(slide_path), plugin="napari-vstain")
-    widget = VirtualStainWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Virtual stain")
-    assert widget.load_checkpoint(checkpoint)
-    widget.folder_edit.setText(str(tmp_path))
-    return widget
+    return docked_stain_widget(make_napari_viewer, slide_path, checkpoint, tmp_path)[2]
 
 
 def choose_files(monkeypatch, pth, out):

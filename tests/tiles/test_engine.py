@@ -370,3 +370,33 @@ def test_thread_pools_do_not_change_the_store(slide, model, tmp_path):
         results.append([ihc_level(out, k) for k in range(2)] + [OutputStore.open(out).done_map()])
     for a, b in zip(*results, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+class Submitting:
+    """A batch function with ``submit`` that computes at once (as `Predictor` does on a CPU);
+    ``calls`` records each submit and each collect."""
+
+    def __init__(self, model, runs_ahead: bool):
+        self.model, self.runs_ahead, self.calls = model, runs_ahead, []
+
+    def __call__(self, batch):
+        return self.model(batch)
+
+    def submit(self, batch):
+        n = sum(1 for kind, _ in self.calls if kind == "submit")
+        self.calls.append(("submit", n))
+        outputs = self.model(batch)
+        return lambda: self.calls.append(("collect", n)) or outputs
+
+
+@pytest.mark.parametrize("runs_ahead", [True, False])
+def test_a_function_that_computes_on_submit_does_not_hold_tiles_back(
+    slide, model, tmp_path, runs_ahead
+):
+    fn = Submitting(model, runs_ahead)
+    stain_level(slide, fn, tmp_path / "o.zarr", specs=[IHC], tile=64, batch_size=1, min_tissue=0)
+    kinds = [kind for kind, _ in fn.calls[:4]]
+    if runs_ahead:  # the next batch is sent before this one is collected (CUDA streams)
+        assert kinds == ["submit", "submit", "collect", "submit"]
+    else:  # each tile is collected, so written, before the next one is computed
+        assert kinds == ["submit", "collect", "submit", "collect"]

@@ -169,6 +169,9 @@ class Predictor:
         infer = getattr(model, "infer", None)  # evaluation also runs objects with predict only
         self.positioned = infer is not None and "origin" in inspect.signature(infer).parameters
         cuda = device.type == "cuda"
+        #: The engine sends the next batch before collecting this one only where submitting does
+        #: not compute (CUDA's streams); on a CPU each tile would wait for the next one's pass.
+        self.runs_ahead = cuda
         self._upload = torch.cuda.Stream(device) if cuda else None
         self._download = torch.cuda.Stream(device) if cuda else None
 

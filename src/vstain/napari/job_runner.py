@@ -9,11 +9,12 @@ from collections.abc import Callable
 from qtpy.QtCore import QEvent, QObject, QTimer, Signal
 from qtpy.QtWidgets import QWidget
 
-from vstain.napari.model_cache import MODELS
+from vstain.napari.model_cache import MODELS, WORKER
 from vstain.napari.notify import notify_error
 from vstain.napari.thread_job import ThreadJob
 
-#: Closing napari waits at most this long for a running job to reach its cancel check.
+#: Closing napari waits at most this long for a running job to reach its cancel check (a job may
+#: wait less: `StainJob.stop`).
 CLOSE_WAIT_S = 30.0
 
 Report = Callable[[ThreadJob], None]
@@ -58,16 +59,14 @@ class JobRunner(QObject):
             self.job.cancel()
 
     def shutdown(self) -> None:
-        """Cancel the running job, wait for it to stop (at most CLOSE_WAIT_S; a job that does
-        not check its cancel token is left to end on its own), free the plugin's models (GPU
-        memory included), emit ``closed``."""
+        """Stop the running job (`ThreadJob.stop`: at most CLOSE_WAIT_S), free the plugin's
+        models (GPU memory included) and its staining process, emit ``closed``."""
         self._timer.stop()
         job, self.job = self.job, None
         if job is not None:
-            job.cancel()
-            if job.stops_on_cancel:
-                job.wait(CLOSE_WAIT_S)
+            job.stop(CLOSE_WAIT_S)
         MODELS.clear()
+        WORKER.stop(kill=False)
         self.closed.emit()
 
     def _poll(self) -> None:

@@ -1,12 +1,14 @@
 """The "Virtual stain" dock widget: pick a model and an H&E layer, stain what you look at.
 
 The widget holds no science: it turns clicks into `StainRequest`s, runs one `StainJob` at a time
-through its `JobRunner`, and on the main thread shows progress and refreshes the output layers as
+through its `JobRunner` in the plugin's staining process (started, and its model warmed up, when
+a model is chosen), and on the main thread shows progress and refreshes the output layers as
 tiles land.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -43,8 +45,9 @@ from vstain.napari.layer_choice import (
     fill_box,
     shapes_layers,
     slide_layers,
+    slide_path_of,
 )
-from vstain.napari.model_cache import MODELS
+from vstain.napari.model_cache import WORKER
 from vstain.napari.model_choice import card_summary, card_warning, layer_prefix
 from vstain.napari.navigator import SlideNavigator
 from vstain.napari.notify import notify_error
@@ -60,7 +63,8 @@ from vstain.napari.viewport import (
 from vstain.napari.wrapping_label import wrapping_label
 
 #: Layers refresh at most this often while tiles land (a refresh of a 1600 x 1000 canvas costs
-#: the main thread about 100 ms here, slicing plus drawing; see docs/napari.md).
+#: the main thread about 130 ms here with software OpenGL, nearly all of it napari's texture
+#: upload and draw; see docs/napari.md).
 REFRESH_MS = 200
 #: Auto re-stains this long after the camera stops moving.
 AUTO_DELAY_MS = 300
@@ -80,13 +84,14 @@ class VirtualStainWidget(QWidget):
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
-        self.models = MODELS
         self._slides = SlideCache()
         self._job_layer = None
         self._job_prefix = ""
         self._job_started = 0.0
+        self._job: StainJob | None = None
         self._layers: list = []
         self._seen_updates = 0
+        self._seen_opened = 0
         self._pending: tuple | None = None  # (request, slide layer, layer name prefix)
 
         self._build()
@@ -100,6 +105,8 @@ class VirtualStainWidget(QWidget):
         self.import_runner = JobRunner(self)
         self.model_box.add_action(IMPORT_WEIGHTS, self._import_weights)
         self.model_box.checkpoint_changed.connect(self._on_model_changed)
+        self.device_box.currentIndexChanged.connect(self._warm_up)
+        self.layer_box.currentIndexChanged.connect(self._prepare_slide)
         self._on_model_changed(self.model_box.checkpoint)
 
         layers = self.viewer.layers.events
@@ -218,6 +225,24 @@ class VirtualStainWidget(QWidget):
 
     def _on_model_changed(self, path: Path | None) -> None:
         self._show_card(None if path is None else checked_card(path))
+        self._warm_up()
+
+    def _warm_up(self, index=None) -> None:
+        """Start the staining process of the chosen model and device (it loads and warms the
+        model up at once, so the first click does not wait for it); a running job keeps its
+        process, and the next job starts the new one."""
+        if self.has_model and self.view_button.isEnabled() and not self.runner.busy:
+            WORKER.get(self.checkpoint, self.device_box.currentData())
+            self._prepare_slide()
+
+    def _prepare_slide(self, index=None) -> None:
+        """Have the staining process read the chosen slide's tissue mask now, not on the click."""
+        layer = self.layer_box.currentData()
+        worker = WORKER.worker
+        if layer is None or worker is None or "vstain_store" in layer.metadata:
+            return
+        with contextlib.suppress(VstainError):  # an in-memory layer, or an ended process
+            worker.prepare(slide_path_of(layer))
 
     def _show_card(self, card) -> None:
         if card is None:
@@ -373,18 +398,26 @@ class VirtualStainWidget(QWidget):
         self._job_started = time.perf_counter()
         self._layers = []
         self._seen_updates = 0
+        self._seen_opened = 0
         self.progress_bar.setMaximum(0)
         self.cancel_button.setEnabled(True)
         self.status_label.setText(f"Staining ({request.kind})...")
-        self.runner.run(StainJob(request, self.models), tick=self._tick, done=self._finish)
+        worker = WORKER.get(request.checkpoint, request.device)  # a new one if it ended
+        self._job = StainJob(request, worker, pixels=store_layers.PIXEL_OUTPUTS)
+        self.runner.run(self._job, tick=self._tick, done=self._finish)
 
     # ---- on the main thread, while the job runs and when it ends ---------------------------------
 
     def _tick(self, job: StainJob) -> None:
+        if job.opened != self._seen_opened:  # the store exists: its layers come before its tiles
+            self._seen_opened = job.opened
+            self._layers = []
+            self._refresh_layers(job)
         updates = job.updates
         if updates != self._seen_updates:
             self._seen_updates = updates
             self._show_progress(job)
+            store_layers.paste(self._layers, job.take_shares())
             if not job.finished and self._in_view(job.take_landed(), job.downsample):
                 self._refresh_layers(job)
 
@@ -411,9 +444,10 @@ class VirtualStainWidget(QWidget):
             self._layers = store_layers.show_outputs(
                 self.viewer, job.store, self._job_layer, job.downsample, self._job_prefix
             )
-        store_layers.refresh(self._layers, final=final)
+        store_layers.refresh(self._layers, final=final, pasted=True)
 
     def _finish(self, job: StainJob) -> None:
+        self._job = None
         self.cancel_button.setEnabled(False)
         if job.error is not None:  # the runner showed it
             self.progress_bar.setMaximum(1)
@@ -427,6 +461,8 @@ class VirtualStainWidget(QWidget):
                 sum(r.computed + r.background + r.already_done for r in job.results)
             )
             self.status_label.setText(self._summary(job))
+            if job.cancelled:
+                notifications.show_info(self.status_label.text())
         if self._pending is not None:
             order, self._pending = self._pending, None
             self._start(*order)
@@ -480,6 +516,16 @@ class VirtualStainWidget(QWidget):
         self.side_button.setChecked(self.viewer.canvas.grid.enabled)
 
     def _on_close(self) -> None:
-        """napari closed (the runner stopped the running job): no auto staining, no queued job."""
+        """napari closed (the runner stopped the running job and the staining process): no auto
+        staining, no queued job; a stopped job is a notification."""
         self._auto_timer.stop()
         self._pending = None
+        job, self._job = self._job, None
+        if job is not None:
+            done = sum(r.computed + r.background for r in job.results)
+            if job.progress is not None:
+                done = max(done, job.progress.done)
+            notifications.show_info(
+                f"napari closed: staining stopped after {done} tiles; what is done is kept, "
+                "and staining again resumes it."
+            )

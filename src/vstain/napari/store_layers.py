@@ -1,18 +1,19 @@
 """napari layers over a tile engine output store, placed exactly over the slide they stain.
 
-The store's arrays are read lazily and without napari's dask cache, so `refresh` shows the tiles
-the staining thread has written since.
+A layer's levels are read chunk by chunk into memory (`decoded_chunks`), once: the staining
+process hands each finished tile's pixels over (`paste`), so `refresh` shows them without
+decoding anything; a refresh without them (another writer) reads the store again.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import dask.array as da
 import numpy as np
 import zarr
 
 from vstain.io import open_ome_zarr_levels
+from vstain.napari.decoded_chunks import CachedLevel, DecodedChunks
 from vstain.tiles import OutputSpec, OutputStore
 from vstain.tiles.store import COMPUTED
 
@@ -23,6 +24,8 @@ SUFFIXES = {
     "segmentation": "segmentation",
     "keypoints": "keypoints",
 }
+#: Outputs whose finished tiles' pixels the staining process hands over (keypoints are read).
+PIXEL_OUTPUTS = ("ihc", "uncertainty", "segmentation")
 KEYPOINT_STYLE = {"face_color": "yellow", "border_color": "black", "size": 8}
 #: Uncertainty is in the IHC's [0, 1] intensity units.
 UNCERTAINTY_LIMITS = (0.0, 1.0)
@@ -43,37 +46,28 @@ def aligned_placement(reference, downsample: float) -> dict:
     }
 
 
-def _lazy_levels(store: Path, spec: OutputSpec) -> list[da.Array]:
-    """The output's levels as (C, Y, X) dask arrays over the zarr arrays (read when sliced)."""
-    arrays = open_ome_zarr_levels(store / spec.name)
-    return [
-        da.from_array(
-            a,
-            chunks=a.chunks,
-            lock=False,
-            name=f"vstain-output-{store}-{spec.name}-{k}",
-            meta=np.empty((0,) * a.ndim, a.dtype),
-        )
-        for k, a in enumerate(arrays)
-    ]
-
-
 def output_layer_data(store: Path, spec: OutputSpec, name: str, placement: dict) -> tuple:
     """(data, kwargs, layer type) of one stored output: RGBA image, scalar image or labels."""
-    levels = _lazy_levels(store, spec)
-    if spec.kind == "rgb":
-        data, kwargs, kind = [a.transpose(1, 2, 0) for a in levels], {"rgb": True}, "image"
+    chunks = DecodedChunks(open_ome_zarr_levels(store / spec.name))
+    rgb = spec.kind == "rgb"
+    data = [CachedLevel(chunks, k, rgb) for k in range(len(chunks.shapes))]
+    if rgb:
+        kwargs, kind = {"rgb": True}, "image"
     elif spec.kind == "scalar":
-        data = [a[0] for a in levels]
         kwargs = {"colormap": "magma", "contrast_limits": UNCERTAINTY_LIMITS}
         kind = "image"
     else:
-        data, kwargs, kind = [a[0] for a in levels], {}, "labels"
+        kwargs, kind = {}, "labels"
     kwargs |= {
         "name": name,
         "multiscale": len(data) > 1,
         "cache": False,
-        "metadata": {"vstain_store": str(store), "vstain_output": spec.name},
+        "metadata": {
+            "vstain_store": str(store),
+            "vstain_output": spec.name,
+            "vstain_chunks": chunks,
+            "vstain_tile": int(open_ome_zarr_levels(store / spec.name)[0].chunks[-1]),
+        },
         **placement,
     }
     return (data if len(data) > 1 else data[0]), kwargs, kind
@@ -140,10 +134,29 @@ def show_outputs(viewer, store: Path, reference, downsample: float, prefix: str)
     return layers
 
 
-def refresh(layers: list, *, final: bool = False) -> None:
-    """Show newly written tiles (and, when ``final``, update thumbnails too)."""
+def paste(layers: list, shares: list[dict]) -> None:
+    """Put the pixels of finished tiles (`TileDone.pixels` of the staining process) into the
+    layers' decoded chunks."""
+    for layer in layers:
+        chunks = layer.metadata.get("vstain_chunks")
+        output = layer.metadata.get("vstain_output")
+        for share in shares:
+            for level, y, x, block in share.get(output, ()) if chunks else ():
+                chunks.paste(level, y, x, block)
+
+
+def refresh(layers: list, *, final: bool = False, pasted: bool = False) -> None:
+    """Show newly written tiles (and, when ``final``, update thumbnails too). ``pasted``: their
+    pixels were handed over (`paste`), so nothing is read again but the levels the engine
+    rebuilds at the end of a run; else the store is read again."""
     for layer in layers:
         if "vstain_keypoints" in layer.metadata:
             layer.data = layer.metadata["vstain_keypoints"].points()
-        else:
-            layer.refresh(thumbnail=final, extent=False, highlight=False)
+            continue
+        chunks = layer.metadata.get("vstain_chunks")
+        if chunks is not None and not pasted:
+            chunks.forget(range(len(chunks.shapes)))
+        elif chunks is not None and final:
+            tile = layer.metadata["vstain_tile"]
+            chunks.forget([k for k in range(len(chunks.shapes)) if 2**k > tile])
+        layer.refresh(thumbnail=final, extent=False, highlight=False)

@@ -34,6 +34,13 @@ class ThreadJob:
     def cancel(self) -> None:
         self.cancel_token.cancel()
 
+    def stop(self, timeout: float) -> None:
+        """Cancel and wait at most ``timeout`` s for the job to reach its cancel check (closing
+        napari); a job that does not check its token is left to end on its own."""
+        self.cancel()
+        if self.stops_on_cancel:
+            self.wait(timeout)
+
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the thread to end; True if it has."""
         self._thread.join(timeout)

@@ -11,18 +11,18 @@ from vstain.tiles import RunResult, stain_level
 from vstain.tiles.lock import StoreLock
 
 
-def run_plan(plan: RunPlan, *, progress=None, cancel=None) -> RunResult:
+def run_plan(plan: RunPlan, *, progress=None, cancel=None, opened=None) -> RunResult:
     """Stain ``plan`` into its store (locked while it runs, so a second writer fails at once); an
     OME-TIFF output is converted from its staging store once every tile is done, and the staging
-    store removed."""
+    store removed. ``opened(store)`` is called once the store exists, before the first tile."""
     with StoreLock(plan.store):
-        result = _stain(plan, progress, cancel)
+        result = _stain(plan, progress, cancel, opened)
         if plan.dest.ome_tiff and not result.cancelled:
             convert_to_ome_tiff(plan.store, plan.dest.out, plan.pixel_size, overwrite=True)
     return result
 
 
-def _stain(plan: RunPlan, progress, cancel) -> RunResult:
+def _stain(plan: RunPlan, progress, cancel, opened) -> RunResult:
     card = plan.model.card
     predict = plan.model.tile_function(plan.options, plan.normaliser)
     return stain_level(
@@ -45,6 +45,7 @@ def _stain(plan: RunPlan, progress, cancel) -> RunResult:
         overwrite=plan.overwrite,
         progress=progress,
         cancel=cancel,
+        opened=opened,
     )
 
 

@@ -7,8 +7,10 @@ diffusion models, so that overlapping windows share it). A callable marked
 ``uint8_input = True`` gets the windows as they were read, uint8 (B, H, W, 3), and may return
 its "rgb" outputs as uint8 0-255: no float copies on the host (`vstain.models.device.Predictor`
 moves them to the device as uint8). A callable with a ``submit(batch[, origins])`` method that
-returns a function giving the outputs runs one batch ahead: the next batch is stacked and sent
-while the device computes (see `Predictor`).
+returns a function giving the outputs runs one batch ahead when its ``runs_ahead`` is true (the
+default): the next batch is stacked and sent while the device computes (see `Predictor`, which
+runs ahead on CUDA only: on a CPU, submit computes, so running ahead would hold each tile back
+until the next one is computed).
 
 The model runs on the calling thread; windows are read and decoded by a pool of reader threads
 (in the order given, a bounded number ahead), outputs are encoded and written by a pool of
@@ -247,7 +249,7 @@ class _Pipeline:
     def _compute(self) -> None:
         """Run the model batch by batch; with ``fn.submit``, collect each batch's outputs after
         the next batch was sent, so that stacking and sending overlap the device's work."""
-        ahead = 1 if hasattr(self.fn, "submit") else 0
+        ahead = int(hasattr(self.fn, "submit") and getattr(self.fn, "runs_ahead", True))
         started: deque = deque()
         for batch in self._batches():
             started.append((batch, self._call(batch)))

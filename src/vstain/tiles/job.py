@@ -139,13 +139,15 @@ def stain_level(
     overwrite: bool = False,
     progress=None,
     cancel: CancelToken | None = None,
+    opened=None,
 ) -> RunResult:
     """Run ``fn`` over ``slide``'s ``level`` (or a ``region`` x, y, w, h of it) into store ``out``.
 
     Tiles are computed nearest ``toward`` (x, y) first, else in raster order; tiles with less than
     ``min_tissue`` tissue are written as background. ``align`` is the model's total stride (see
     `TileGrid`). Resuming requires the same settings; ``record`` (see `open_output`) is kept by a
-    new store and not compared.
+    new store and not compared. ``opened(store)`` is called once the store exists (made or
+    reopened), before the first tile is read: a viewer can show it at once.
     """
     array = slide.levels[level]
     shape = tuple(array.shape[:2])
@@ -163,6 +165,8 @@ def stain_level(
         overwrite=overwrite,
         record=record,
     )
+    if opened is not None:
+        opened(store)
     return run_tiles(
         level_source(slide, level),
         fn,

@@ -5,14 +5,17 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from skimage import data
 
-from tests.models.conftest import make_pair
+from tests.models.conftest import make_pair, to_tensor
 from tests.models.test_models import RecordingState
 from vstain.models import ModelError, create, load_checkpoint, model_configs, save_checkpoint
 from vstain.models.blocks.affine import (
     apply_affine,
+    corner_distance,
     fit_affine,
     normalising_matrix,
+    random_affines,
     to_normalised,
     to_pixel_affine,
     warp_affine,
@@ -20,6 +23,9 @@ from vstain.models.blocks.affine import (
 from vstain.models.blocks.hskd import anchor_grid
 from vstain.models.blocks.keypoints import centre_of_mass, gaussian_heatmaps
 from vstain.models.blocks.patchgan import PatchGANDiscriminator
+from vstain.models.k_stain import PRETRAIN_AFFINES
+from vstain.models.perceptual import IMAGENET_NAME, cached_vgg16_path, random_vgg16_features
+from vstain.models.train_state import SimpleTrainState
 
 IDENTITY = torch.eye(3)[None]
 
@@ -121,8 +127,10 @@ def test_pixel_affine_agrees_with_the_normalised_one():
 
 @pytest.fixture
 def model():
+    """``small`` without the detector's pretraining, so a training step is Eq. 17's."""
     torch.manual_seed(0)
-    return create("k-stain", markers=["CK8/18"], pixel_size=0.5)
+    cfg = {**model_configs("k-stain")["small"], "hskd_pretrain_steps": 0}
+    return create("k-stain", cfg, markers=["CK8/18"], pixel_size=0.5)
 
 
 def test_predict_gives_ihc_and_keypoints_inside_the_tile(model, pair):
@@ -245,8 +253,56 @@ def test_anchor_grid_covers_the_unit_square_evenly():
 
 def test_checkpoints_from_before_the_prior_load_without_it():
     cfg = model_configs("k-stain")["small"]
-    del cfg["hskd_prior"]
-    assert create("k-stain", cfg).detector.prior == 0.0
+    del cfg["hskd_prior"], cfg["hskd_pretrain_steps"]
+    model = create("k-stain", cfg)
+    assert model.detector.prior == 0.0 and model.config["hskd_pretrain_steps"] == 0
+
+
+def _crops(image: torch.Tensor, rows: slice, n: int, generator: torch.Generator) -> torch.Tensor:
+    """``n`` random 64 px crops of ``image`` (1 x 3 x H x W) with their top row in ``rows``."""
+    ys = torch.randint(rows.start, rows.stop, (n,), generator=generator)
+    xs = torch.randint(0, image.shape[-1] - 64, (n,), generator=generator)
+    return torch.cat([image[..., y : y + 64, x : x + 64] for y, x in zip(ys, xs, strict=True)])
+
+
+def test_pretraining_on_drawn_affines_teaches_hskd_to_register_held_out_pairs():
+    """The first ``hskd_pretrain_steps`` steps train HSKD alone on crops warped by drawn
+    affines; afterwards it registers crops of another part of the image, warped by affines it
+    never saw, to well below the identity's corner error. Then Eq. 17's steps follow."""
+    image = to_tensor(data.immunohistochemistry())  # 512 x 512 real IHC
+    steps = 120
+    torch.manual_seed(0)
+    cfg = {**model_configs("k-stain")["small"], "hskd_pretrain_steps": steps, "lr": 1e-3}
+    model = create("k-stain", cfg).train()
+    generator_before = [p.clone() for p in model.generator.parameters()]
+    state = SimpleTrainState.for_model(model, steps + 1)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        batch = {
+            "he": _crops(image, slice(0, 200), 4, g),
+            "ihc": _crops(image, slice(0, 200), 4, g),
+        }
+        losses = model.training_step(batch, state)
+        state.end_step()
+    assert set(losses) == {"hskd_corner_px", "hskd_keypoint_px"}
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(generator_before, model.generator.parameters(), strict=True)
+    )
+
+    held_out = _crops(image, slice(256, 448), 16, g) * 2 - 1
+    drawn = random_affines(16, **PRETRAIN_AFFINES, like=held_out)
+    model.eval()
+    with torch.no_grad():
+        _, _, fitted = model.align(held_out, warp_affine(held_out, drawn))
+    found = corner_distance(fitted, drawn).mean() * 32  # pixels of the 64 px crops
+    identity = corner_distance(IDENTITY.expand(16, 3, 3), drawn).mean() * 32
+    assert found < 0.3 * identity, (found, identity)
+
+    recording = RecordingState(model.configure_optimizers())
+    recording.step = steps
+    model.train().training_step(batch, recording)
+    assert recording.order == ["discriminator", "generator"]
 
 
 def test_training_updates_d_then_g_and_reaches_every_weight(model, pair):
@@ -271,7 +327,8 @@ def test_training_updates_d_then_g_and_reaches_every_weight(model, pair):
 @pytest.mark.parametrize("switch", ["keg", "kgd", "align"])
 def test_ablation_switches_train(switch, pair):
     torch.manual_seed(0)
-    model = create("k-stain", {**model_configs("k-stain")["small"], switch: False}).train()
+    cfg = {**model_configs("k-stain")["small"], switch: False, "hskd_pretrain_steps": 0}
+    model = create("k-stain", cfg).train()
     assert (model.generator.embedding is None) == (switch == "keg")
     assert isinstance(model.discriminator, PatchGANDiscriminator) == (switch == "kgd")
     losses = model.training_step(pair, RecordingState(model.configure_optimizers()))
@@ -279,7 +336,14 @@ def test_ablation_switches_train(switch, pair):
 
 
 @pytest.mark.parametrize(
-    ("key", "value"), [("hskd_stages", 5), ("sigma", 0.0), ("n_keypoints", 2), ("hskd_prior", -0.1)]
+    ("key", "value"),
+    [
+        ("hskd_stages", 5),
+        ("sigma", 0.0),
+        ("n_keypoints", 2),
+        ("hskd_prior", -0.1),
+        ("hskd_pretrain_steps", -1),
+    ],
 )
 def test_invalid_configs_are_refused(key, value):
     with pytest.raises(ModelError, match="Config of 'k-stain' is invalid"):
@@ -303,3 +367,25 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, model, pair):
     assert not any(k.startswith("_perceptual") for k in loaded.state_dict())
     a, b = model.predict(pair["he"]), loaded.predict(pair["he"])
     assert torch.equal(a.ihc, b.ihc) and torch.equal(a.keypoints, b.keypoints)
+
+
+def test_perceptual_loss_uses_imagenet_vgg16_from_the_torch_cache_of_torch_home(
+    tmp_path, monkeypatch, pair
+):
+    """With torchvision's VGG16 file in $TORCH_HOME (a user's machine), K-Stain's Eq. 16 uses it
+    and the card says so; a state dict of the right name and shape stands in for ImageNet's."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    features = random_vgg16_features()
+    with torch.no_grad():
+        for p in features.parameters():
+            p.mul_(-1)  # differs from the random fallback
+    cached = tmp_path / "hub" / "checkpoints" / "vgg16-397923af.pth"
+    assert cached_vgg16_path() == cached
+    cached.parent.mkdir(parents=True)
+    torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, cached)
+    model = create("k-stain", "small")
+    model.perceptual_loss(pair["ihc"] * 2 - 1, pair["ihc"] * 2 - 1)
+    assert model.card.perceptual_backbone == IMAGENET_NAME
+    torch.testing.assert_close(
+        model.perceptual(torch.device("cpu")).features[0].weight, features[0].weight
+    )

@@ -1,12 +1,12 @@
 """Paired tile datasets in the BCI layout, with the ground truth beside them.
 
 ``HE/{train,test}/NAME.png`` and ``IHC/{train,test}/NAME.png`` (same names, as in BCI), plus
-``truth/{train,test}/NAME.npz`` (and a ``val`` split of its own slide when asked for) and ``synth.json`` (the specs of the slides and where each tile
-comes from). Adjacent-section truth also holds ``ihc_aligned``, the H&E section itself stained for
-the marker (the pixel-aligned IHC to score virtual stains against). Tiles are drawn from tissue
-only, from several slides with different stain variation; train and test tiles come from different
-slides, as in the seed papers' splits by slide; validation tiles (model selection) come from one more
-slide, so the test slide is scored once.
+``truth/{train,test}/NAME.npz`` and ``synth.json`` (the specs of the slides and where each tile
+comes from); with ``val`` tiles, a ``val`` split too. Adjacent-section truth also holds
+``ihc_aligned``, the H&E section itself stained for the marker (the pixel-aligned IHC to score
+virtual stains against). Tiles are drawn from tissue only, from several slides with different
+stain variation; train, validation and test tiles come from different slides, as in the seed
+papers' splits by slide, so a model is selected on one slide and tested once on another.
 """
 
 from __future__ import annotations

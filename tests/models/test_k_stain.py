@@ -5,9 +5,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from skimage import data
 
-from tests.models.conftest import make_pair, to_tensor
+from tests.models.conftest import make_pair
 from tests.models.test_models import RecordingState
 from vstain.models import ModelError, create, load_checkpoint, model_configs, save_checkpoint
 from vstain.models.blocks.affine import (
@@ -23,7 +22,6 @@ from vstain.models.blocks.affine import (
 from vstain.models.blocks.hskd import anchor_grid
 from vstain.models.blocks.keypoints import centre_of_mass, gaussian_heatmaps
 from vstain.models.blocks.patchgan import PatchGANDiscriminator
-from vstain.models.k_stain import PRETRAIN_AFFINES
 from vstain.models.perceptual import IMAGENET_NAME, cached_vgg16_path, random_vgg16_features
 from vstain.models.train_state import SimpleTrainState
 
@@ -258,51 +256,48 @@ def test_checkpoints_from_before_the_prior_load_without_it():
     assert model.detector.prior == 0.0 and model.config["hskd_pretrain_steps"] == 0
 
 
-def _crops(image: torch.Tensor, rows: slice, n: int, generator: torch.Generator) -> torch.Tensor:
-    """``n`` random 64 px crops of ``image`` (1 x 3 x H x W) with their top row in ``rows``."""
-    ys = torch.randint(rows.start, rows.stop, (n,), generator=generator)
-    xs = torch.randint(0, image.shape[-1] - 64, (n,), generator=generator)
-    return torch.cat([image[..., y : y + 64, x : x + 64] for y, x in zip(ys, xs, strict=True)])
-
-
-def test_pretraining_on_drawn_affines_teaches_hskd_to_register_held_out_pairs():
-    """The first ``hskd_pretrain_steps`` steps train HSKD alone on crops warped by drawn
-    affines; afterwards it registers crops of another part of the image, warped by affines it
-    never saw, to well below the identity's corner error. Then Eq. 17's steps follow."""
-    image = to_tensor(data.immunohistochemistry())  # 512 x 512 real IHC
-    steps = 120
+def test_pretraining_steps_train_the_detector_alone_on_drawn_affines_then_eq17_follows(pair):
+    """The first ``hskd_pretrain_steps`` steps update HSKD only (its own Adam), with the corner and
+    keypoint losses of pairs related by drawn affines; on a fixed batch and fixed draws they fall
+    (the gradient path works); then the steps are Eq. 17's."""
+    steps = 40
     torch.manual_seed(0)
-    cfg = {**model_configs("k-stain")["small"], "hskd_pretrain_steps": steps, "lr": 1e-3}
+    cfg = {**model_configs("k-stain")["small"], "hskd_pretrain_steps": steps}
     model = create("k-stain", cfg).train()
-    generator_before = [p.clone() for p in model.generator.parameters()]
+    frozen = [p.clone() for p in [*model.generator.parameters(), *model.discriminator.parameters()]]
+    detector = [p.clone() for p in model.detector.parameters()]
     state = SimpleTrainState.for_model(model, steps + 1)
-    g = torch.Generator().manual_seed(0)
+    history = []
     for _ in range(steps):
-        batch = {
-            "he": _crops(image, slice(0, 200), 4, g),
-            "ihc": _crops(image, slice(0, 200), 4, g),
-        }
-        losses = model.training_step(batch, state)
+        torch.manual_seed(1)  # the same drawn affines every step
+        history.append(model.training_step(pair, state))
         state.end_step()
-    assert set(losses) == {"hskd_corner_px", "hskd_keypoint_px"}
-    assert all(
-        torch.equal(a, b)
-        for a, b in zip(generator_before, model.generator.parameters(), strict=True)
+    assert set(history[0]) == {"hskd_corner_px", "hskd_cross_corner_px", "hskd_keypoint_px"}
+    for key in ("hskd_corner_px", "hskd_keypoint_px"):
+        assert history[-1][key] < 0.7 * history[0][key], (key, history[0], history[-1])
+    others = [*model.generator.parameters(), *model.discriminator.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(frozen, others, strict=True))
+    assert not any(
+        torch.equal(a, b) for a, b in zip(detector, model.detector.parameters(), strict=True)
     )
-
-    held_out = _crops(image, slice(256, 448), 16, g) * 2 - 1
-    drawn = random_affines(16, **PRETRAIN_AFFINES, like=held_out)
-    model.eval()
-    with torch.no_grad():
-        _, _, fitted = model.align(held_out, warp_affine(held_out, drawn))
-    found = corner_distance(fitted, drawn).mean() * 32  # pixels of the 64 px crops
-    identity = corner_distance(IDENTITY.expand(16, 3, 3), drawn).mean() * 32
-    assert found < 0.3 * identity, (found, identity)
 
     recording = RecordingState(model.configure_optimizers())
     recording.step = steps
-    model.train().training_step(batch, recording)
+    model.training_step(pair, recording)
     assert recording.order == ["discriminator", "generator"]
+
+
+def test_drawn_affines_stay_in_their_ranges():
+    torch.manual_seed(0)
+    drawn = random_affines(500, rotation=0.1, scale=0.05, shear=0.0, shift=0.2, like=IDENTITY)
+    linear, shift = drawn[:, :2, :2], drawn[:, :2, 2]
+    angle = torch.atan2(linear[:, 1, 0], linear[:, 0, 0])  # the rotation, bent by unequal scales
+    assert angle.abs().max() <= 0.1 * 1.05 / 0.95 and angle.abs().max() > 0.09
+    assert shift.abs().max() <= 0.2 and shift.abs().max() > 0.19
+    scales = linear.norm(dim=1)  # column norms: the axes' scales times a rotation
+    assert ((scales - 1).abs() <= 0.05 + 1e-6).all()
+    assert torch.equal(drawn[:, 2], IDENTITY[0, 2].expand(500, 3))
+    assert corner_distance(drawn, drawn).abs().max() == 0
 
 
 def test_training_updates_d_then_g_and_reaches_every_weight(model, pair):

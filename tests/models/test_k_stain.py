@@ -338,6 +338,7 @@ def test_ablation_switches_train(switch, pair):
         ("n_keypoints", 2),
         ("hskd_prior", -0.1),
         ("hskd_pretrain_steps", -1),
+        ("hskd_pretrain_lr", 0.0),
     ],
 )
 def test_invalid_configs_are_refused(key, value):

@@ -7,10 +7,10 @@ The generator loss is Eq. 17: non-saturating GAN + ``lambda_perc`` x VGG16 perce
 of features, Eq. 16) + ``lambda_kp`` x L1 between G(H&E warped by the affine) and the real IHC
 (Eq. 15). See docs/models/k_stain.md for the readings of the paper and the tiling contract.
 
-Not in the paper: the first ``hskd_pretrain_steps`` steps train HSKD alone to register each crop
-(H&E and IHC) against itself warped by a drawn affine, the loss being the corner distance of the
-fitted affine (Eq. 4) from the drawn one; trained end to end only, the detector does not learn
-to register (docs/models/k_stain.md).
+Not in the paper, off by default: the first ``hskd_pretrain_steps`` steps train HSKD alone, with
+its own Adam, on pairs related by drawn affines (see ``pretrain_detector``). Trained end to end
+only, the detector does not learn to register; this pretraining did not make it register either
+(docs/models/k_stain.md).
 """
 
 from __future__ import annotations
@@ -138,8 +138,6 @@ class KStain(StainModel):
         cfg = card.config
         if not 1 <= cfg["hskd_stages"] <= 4:
             raise ValueError(f"hskd_stages must be 1 to 4, got {cfg['hskd_stages']}")
-        if cfg["hskd_pretrain_steps"] < 0:
-            raise ValueError(f"hskd_pretrain_steps must be >= 0, got {cfg['hskd_pretrain_steps']}")
         self.detector = KeypointDetector(
             cfg["n_keypoints"],
             cfg["hskd_channels"],

@@ -8,7 +8,7 @@ without augmentation (the true affine is that of the untransformed crop), so com
 identity run made by this script too (``--identity``). Checkpoints are ordinary ``k-stain``
 ones: score them with ``vstain evaluate``.
 Run: ``.venv/bin/python bench/bench_kstain_oracle.py DATASET OUT.safetensors --steps 600
-[--identity] [--seed 0]``.
+[--identity] [--seed 0] [--resume]``.
 """
 
 import argparse
@@ -73,6 +73,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--identity", action="store_true", help="the identity warp instead")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true", help="continue OUT to --steps")
     args = parser.parse_args()
     config = {**model_configs("k-stain")["small"], "hskd_pretrain_steps": 0}
     if args.identity:
@@ -94,6 +95,7 @@ def main() -> None:
         val_data=val,
         val_limit=32,
         checkpoint_path=args.out,
+        resume=args.resume,
         seed=args.seed,
     )
     print(f"{args.out}: {result.steps} steps; validation {result.validation[-1:]}")

@@ -235,11 +235,14 @@ class KStain(StainModel):
         cfg = self.config
         betas = (cfg["beta1"], cfg["beta2"])
         generator = [*self.generator.parameters(), *self.detector.parameters()]
-        return {
+        optimizers = {
             "discriminator": Adam(self.discriminator.parameters(), cfg["lr"], betas),
             "generator": Adam(generator, cfg["lr"], betas),
-            "detector": Adam(self.detector.parameters(), cfg["hskd_pretrain_lr"], betas),
         }
+        if cfg["hskd_pretrain_steps"]:  # HSKD's own, for its pretraining steps only
+            rate = cfg["hskd_pretrain_lr"]
+            optimizers["detector"] = Adam(self.detector.parameters(), rate, betas)
+        return optimizers
 
     def perceptual(self, device: torch.device) -> PerceptualLoss:
         """The frozen VGG16 loss (built on first use; its backbone is recorded in the card)."""

@@ -183,6 +183,29 @@ def test_train_gives_dataset_wide_or_refined_dab_masks_to_models_that_learn_them
         assert seen["data"].mask_stats.std > 0
 
 
+@pytest.mark.parametrize("val", [0, 1])
+def test_train_validates_on_the_val_slide_where_the_dataset_has_one(val, tmp_path, monkeypatch):
+    from vstain.synth import synth_dataset
+
+    data, seen = tmp_path / "ds", {}
+    synth_dataset(data, 4, tile=64, slides=2, slide_size=1024, test_fraction=0.25, val=val)
+
+    class Seen(Exception):
+        pass
+
+    def fake_train(model, train_data, **options):
+        seen["val"], seen["card"] = options["val_data"], model.card
+        raise Seen
+
+    monkeypatch.setattr("vstain.train.trainer.train", fake_train)
+    with pytest.raises(Seen):
+        main(["train", "--model", "pix2pix", "--data", str(data), "--out", str(tmp_path / "m"),
+              "--crop", "64"])  # fmt: skip
+    split = "val" if val else "test"
+    assert {p.he.parent for p in seen["val"].pairs} == {data / "HE" / split}
+    assert seen["card"].training_data.endswith(f"validated on the {split} split)")
+
+
 def test_train_resume_and_evaluate_commands(tmp_path, capsys):
     from vstain.models import read_card
     from vstain.synth import synth_dataset

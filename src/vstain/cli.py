@@ -205,12 +205,14 @@ def cmd_synth_dataset(args) -> int:
             tile=args.tile,
             marker=args.marker,
             seed=args.seed,
+            val=args.val,
             mode=args.mode,
             overwrite=args.overwrite,
             progress=bar.update_counts,
             cancel=bar.cancel,
         )
-    print(f"{args.out}: {args.n} tile pairs ({args.marker}, {args.mode})")
+    val = f" + {args.val} validation pairs" if args.val else ""
+    print(f"{args.out}: {args.n} tile pairs{val} ({args.marker}, {args.mode})")
     return 0
 
 
@@ -249,9 +251,16 @@ def cmd_train(args) -> int:
         if not 1 <= args.train_limit <= len(data):
             raise VstainError(f"--train-limit must be 1 to {len(data)} (the training pairs).")
         data = Subset(data, evenly_spaced(args.train_limit, len(data)))
-    # validation: the first dataset's test split, i.e. the first marker's
-    val = open_paired_dataset(args.data[0], split="test", crop=args.crop, seed=args.seed)
-    model.card.training_data = f"{', '.join(map(str, args.data))} ({len(data)} train pairs)"
+    # validation (the checkpoints' metrics, model selection): the first dataset's (the first
+    # marker's) val split, a slide of its own (synth-dataset --val), else its test split
+    val_split = "val" if (args.data[0] / "HE" / "val").is_dir() else "test"
+    if val_split == "test":
+        print(f"{args.data[0]} has no val split: validating on its test split")
+    val = open_paired_dataset(args.data[0], split=val_split, crop=args.crop, seed=args.seed)
+    model.card.training_data = (
+        f"{', '.join(map(str, args.data))} ({len(data)} train pairs; validated on the "
+        f"{val_split} split)"
+    )
     train_pairs = [p for root in args.data for p in open_paired_dataset(root, split="train").pairs]
     model.card.stain_reference = dataset_stain_reference(train_pairs, seed=args.seed)
     if model.trains_on_dab_masks and args.refine_masks:
@@ -619,6 +628,12 @@ def build_parser() -> argparse.ArgumentParser:
     dataset.add_argument("--tile", type=int, default=256)
     dataset.add_argument("--marker", choices=MARKERS, default="ck818")
     dataset.add_argument("--seed", type=int, default=0)
+    dataset.add_argument(
+        "--val",
+        type=int,
+        default=0,
+        help="also N validation pairs from a slide of their own (model selection)",
+    )
     dataset.add_argument("--mode", choices=MODES, default="same-section")
     dataset.add_argument("--out", type=Path, required=True)
     dataset.add_argument("--overwrite", action="store_true")
@@ -654,7 +669,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--notes", default="", help="free text for the card")
     tr.add_argument("--val-every", type=int, default=250)
     tr.add_argument(
-        "--val-limit", type=int, default=64, help="validate on this many test pairs (default 64)"
+        "--val-limit",
+        type=int,
+        default=64,
+        help="validate on this many val (else test) pairs (default 64)",
     )
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument(

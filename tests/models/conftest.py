@@ -31,6 +31,7 @@ class GradState:
     """A TrainState that only backpropagates, so the gradients stay for inspection."""
 
     progress = 0.0
+    step = 0
 
     def __init__(self):
         self.names = []

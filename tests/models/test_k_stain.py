@@ -11,8 +11,10 @@ from tests.models.test_models import RecordingState
 from vstain.models import ModelError, create, load_checkpoint, model_configs, save_checkpoint
 from vstain.models.blocks.affine import (
     apply_affine,
+    corner_distance,
     fit_affine,
     normalising_matrix,
+    random_affines,
     to_normalised,
     to_pixel_affine,
     warp_affine,
@@ -20,6 +22,8 @@ from vstain.models.blocks.affine import (
 from vstain.models.blocks.hskd import anchor_grid
 from vstain.models.blocks.keypoints import centre_of_mass, gaussian_heatmaps
 from vstain.models.blocks.patchgan import PatchGANDiscriminator
+from vstain.models.perceptual import IMAGENET_NAME, cached_vgg16_path, random_vgg16_features
+from vstain.models.train_state import SimpleTrainState
 
 IDENTITY = torch.eye(3)[None]
 
@@ -121,8 +125,10 @@ def test_pixel_affine_agrees_with_the_normalised_one():
 
 @pytest.fixture
 def model():
+    """``small`` without the detector's pretraining, so a training step is Eq. 17's."""
     torch.manual_seed(0)
-    return create("k-stain", markers=["CK8/18"], pixel_size=0.5)
+    cfg = {**model_configs("k-stain")["small"], "hskd_pretrain_steps": 0}
+    return create("k-stain", cfg, markers=["CK8/18"], pixel_size=0.5)
 
 
 def test_predict_gives_ihc_and_keypoints_inside_the_tile(model, pair):
@@ -245,8 +251,53 @@ def test_anchor_grid_covers_the_unit_square_evenly():
 
 def test_checkpoints_from_before_the_prior_load_without_it():
     cfg = model_configs("k-stain")["small"]
-    del cfg["hskd_prior"]
-    assert create("k-stain", cfg).detector.prior == 0.0
+    del cfg["hskd_prior"], cfg["hskd_pretrain_steps"]
+    model = create("k-stain", cfg)
+    assert model.detector.prior == 0.0 and model.config["hskd_pretrain_steps"] == 0
+
+
+def test_pretraining_steps_train_the_detector_alone_on_drawn_affines_then_eq17_follows(pair):
+    """The first ``hskd_pretrain_steps`` steps update HSKD only (its own Adam), with the corner and
+    keypoint losses of pairs related by drawn affines; on a fixed batch and fixed draws they fall
+    (the gradient path works); then the steps are Eq. 17's."""
+    steps = 40
+    torch.manual_seed(0)
+    cfg = {**model_configs("k-stain")["small"], "hskd_pretrain_steps": steps}
+    model = create("k-stain", cfg).train()
+    frozen = [p.clone() for p in [*model.generator.parameters(), *model.discriminator.parameters()]]
+    detector = [p.clone() for p in model.detector.parameters()]
+    state = SimpleTrainState.for_model(model, steps + 1)
+    history = []
+    for _ in range(steps):
+        torch.manual_seed(1)  # the same drawn affines every step
+        history.append(model.training_step(pair, state))
+        state.end_step()
+    assert set(history[0]) == {"hskd_corner_px", "hskd_cross_corner_px", "hskd_keypoint_px"}
+    for key in ("hskd_corner_px", "hskd_keypoint_px"):
+        assert history[-1][key] < 0.7 * history[0][key], (key, history[0], history[-1])
+    others = [*model.generator.parameters(), *model.discriminator.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(frozen, others, strict=True))
+    assert not any(
+        torch.equal(a, b) for a, b in zip(detector, model.detector.parameters(), strict=True)
+    )
+
+    recording = RecordingState(model.configure_optimizers())
+    recording.step = steps
+    model.training_step(pair, recording)
+    assert recording.order == ["discriminator", "generator"]
+
+
+def test_drawn_affines_stay_in_their_ranges():
+    torch.manual_seed(0)
+    drawn = random_affines(500, rotation=0.1, scale=0.05, shear=0.0, shift=0.2, like=IDENTITY)
+    linear, shift = drawn[:, :2, :2], drawn[:, :2, 2]
+    angle = torch.atan2(linear[:, 1, 0], linear[:, 0, 0])  # the rotation, bent by unequal scales
+    assert angle.abs().max() <= 0.1 * 1.05 / 0.95 and angle.abs().max() > 0.09
+    assert shift.abs().max() <= 0.2 and shift.abs().max() > 0.19
+    scales = linear.norm(dim=1)  # column norms: the axes' scales times a rotation
+    assert ((scales - 1).abs() <= 0.05 + 1e-6).all()
+    assert torch.equal(drawn[:, 2], IDENTITY[0, 2].expand(500, 3))
+    assert corner_distance(drawn, drawn).abs().max() == 0
 
 
 def test_training_updates_d_then_g_and_reaches_every_weight(model, pair):
@@ -271,7 +322,8 @@ def test_training_updates_d_then_g_and_reaches_every_weight(model, pair):
 @pytest.mark.parametrize("switch", ["keg", "kgd", "align"])
 def test_ablation_switches_train(switch, pair):
     torch.manual_seed(0)
-    model = create("k-stain", {**model_configs("k-stain")["small"], switch: False}).train()
+    cfg = {**model_configs("k-stain")["small"], switch: False, "hskd_pretrain_steps": 0}
+    model = create("k-stain", cfg).train()
     assert (model.generator.embedding is None) == (switch == "keg")
     assert isinstance(model.discriminator, PatchGANDiscriminator) == (switch == "kgd")
     losses = model.training_step(pair, RecordingState(model.configure_optimizers()))
@@ -279,7 +331,15 @@ def test_ablation_switches_train(switch, pair):
 
 
 @pytest.mark.parametrize(
-    ("key", "value"), [("hskd_stages", 5), ("sigma", 0.0), ("n_keypoints", 2), ("hskd_prior", -0.1)]
+    ("key", "value"),
+    [
+        ("hskd_stages", 5),
+        ("sigma", 0.0),
+        ("n_keypoints", 2),
+        ("hskd_prior", -0.1),
+        ("hskd_pretrain_steps", -1),
+        ("hskd_pretrain_lr", 0.0),
+    ],
 )
 def test_invalid_configs_are_refused(key, value):
     with pytest.raises(ModelError, match="Config of 'k-stain' is invalid"):
@@ -303,3 +363,25 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, model, pair):
     assert not any(k.startswith("_perceptual") for k in loaded.state_dict())
     a, b = model.predict(pair["he"]), loaded.predict(pair["he"])
     assert torch.equal(a.ihc, b.ihc) and torch.equal(a.keypoints, b.keypoints)
+
+
+def test_perceptual_loss_uses_imagenet_vgg16_from_the_torch_cache_of_torch_home(
+    tmp_path, monkeypatch, pair
+):
+    """With torchvision's VGG16 file in $TORCH_HOME (a user's machine), K-Stain's Eq. 16 uses it
+    and the card says so; a state dict of the right name and shape stands in for ImageNet's."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    features = random_vgg16_features()
+    with torch.no_grad():
+        for p in features.parameters():
+            p.mul_(-1)  # differs from the random fallback
+    cached = tmp_path / "hub" / "checkpoints" / "vgg16-397923af.pth"
+    assert cached_vgg16_path() == cached
+    cached.parent.mkdir(parents=True)
+    torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, cached)
+    model = create("k-stain", "small")
+    model.perceptual_loss(pair["ihc"] * 2 - 1, pair["ihc"] * 2 - 1)
+    assert model.card.perceptual_backbone == IMAGENET_NAME
+    torch.testing.assert_close(
+        model.perceptual(torch.device("cpu")).features[0].weight, features[0].weight
+    )

@@ -36,7 +36,8 @@ RECIPES = {
     "pyramid-pix2pix-unet": Recipe({"lr": 5e-4}, steps=500),
     "asp-dgrank": Recipe({"lr": 5e-4}, steps=300),
     "implicit-stainer": Recipe({"lr": 2e-3, "perceptual_backbone": None}, steps=120),
-    "k-stain": Recipe({"lr": 1e-3, "ridge": 10.0}, steps=150),  # aligned pair: identity prior
+    # aligned pair: identity prior; Eq. 17 from the first step (the pretraining has its own test)
+    "k-stain": Recipe({"lr": 1e-3, "ridge": 10.0, "hskd_pretrain_steps": 0}, steps=150),
     # Diffusion: T = 10 linear betas 0.05 .. 0.9 (abar_T = 2e-4, so x_T is pure noise) and 5
     # deterministic DDIM steps from position-seeded noise (t = 9, 7, 5, 3, 1): the whole sampler
     # runs, and the last x0 estimate (abar_1 = 0.81) must be within ~0.06 RMS for 30 dB. Four
@@ -101,6 +102,7 @@ class RecordingState:
     """A TrainState that records the update order and the gradients each update saw."""
 
     progress = 0.0
+    step = 0
 
     def __init__(self, optimizers):
         self.optimizers = optimizers

@@ -8,6 +8,7 @@ import pytest
 
 from vstain.errors import CancelledError, OutputExistsError
 from vstain.synth import PixelClass, SynthError, synth_dataset
+from vstain.synth.dataset import SPLITS
 
 
 def _names(root, kind, split):
@@ -95,3 +96,17 @@ def test_cancel_and_bad_requests(tmp_path):
         synth_dataset(tmp_path / "b", n=4, tile=32, slides=1, slide_size=512, test_fraction=0.5)
     with pytest.raises(SynthError, match="tissue"):
         synth_dataset(tmp_path / "c", n=500, tile=64, slides=1, slide_size=512, test_fraction=0)
+
+
+def test_val_tiles_come_from_a_slide_of_their_own_and_leave_train_and_test_as_they_were(tmp_path):
+    plain, with_val = tmp_path / "plain", tmp_path / "val"
+    options = {"n": 4, "tile": 32, "slides": 2, "slide_size": 512, "test_fraction": 0.25}
+    synth_dataset(plain, **options)
+    info = json.loads(synth_dataset(with_val, val=2, **options).read_text())
+    assert not (plain / "HE" / "val").exists()
+    for split in ("train", "test"):
+        assert _names(plain, "HE", split) == _names(with_val, "HE", split)
+    assert len(_names(with_val, "HE", "val")) == len(_names(with_val, "truth", "val")) == 2
+    slides = {s: {t["slide"] for t in info["tiles"] if t["split"] == s} for s in SPLITS}
+    assert slides["val"] == {2} and not slides["val"] & (slides["train"] | slides["test"])
+    assert len(info["slides"]) == 3

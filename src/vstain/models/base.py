@@ -174,11 +174,14 @@ class TrainState(Protocol):
     ``backward_step(name, loss)`` backpropagates ``loss`` and steps optimiser ``name`` (AMP grad
     scaling, gradient clipping, learning-rate schedule, zeroing are the state's job); models call it
     once per optimiser per step, in the order they want the updates. ``progress`` is the fraction of
-    training done, 0..1.
+    training done, 0..1; ``step`` the number of steps done before this one.
     """
 
     @property
     def progress(self) -> float: ...
+
+    @property
+    def step(self) -> int: ...
 
     def backward_step(self, name: str, loss: Tensor) -> None: ...
 

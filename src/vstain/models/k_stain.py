@@ -6,11 +6,17 @@ Gaussian embedding of its keypoints; KGD judges IHC images together with their k
 The generator loss is Eq. 17: non-saturating GAN + ``lambda_perc`` x VGG16 perceptual (squared L2
 of features, Eq. 16) + ``lambda_kp`` x L1 between G(H&E warped by the affine) and the real IHC
 (Eq. 15). See docs/models/k_stain.md for the readings of the paper and the tiling contract.
+
+Not in the paper, off by default: the first ``hskd_pretrain_steps`` steps train HSKD alone, with
+its own Adam, on pairs related by drawn affines (see ``pretrain_detector``). Trained end to end
+only, the detector does not learn to register; this pretraining did not make it register either
+(docs/models/k_stain.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
@@ -23,7 +29,9 @@ from vstain.errors import ModelError
 from vstain.models.base import ModelCard, Prediction, StainModel, TrainState, to_model_range
 from vstain.models.blocks.affine import (
     apply_affine,
+    corner_distance,
     fit_affine,
+    random_affines,
     to_normalised,
     to_pixel_affine,
     warp_affine,
@@ -48,6 +56,10 @@ _SMALL = {
     "hskd_layers": 1,
     "hskd_norm": "instance",
     "hskd_prior": 0.1,  # not in the paper: spreads the untrained keypoints (docs/models/k_stain.md)
+    # not in the paper, off: HSKD alone on drawn affines first, with its own Adam at this rate
+    # (measured: it did not make HSKD register, docs/models/k_stain.md)
+    "hskd_pretrain_steps": 0,
+    "hskd_pretrain_lr": 1e-3,
     "ridge": 1e-2,
     "sigma": 1.0,
     "kse_channels": 1,
@@ -87,6 +99,11 @@ _PAPER = {
 }
 
 
+#: The affines HSKD's pretraining draws (normalised coordinates, see ``random_affines``): more
+#: than the adjacent sections' 2 degrees and 2 % in a tile.
+PRETRAIN_AFFINES = {"rotation": math.radians(10), "scale": 0.05, "shear": 0.05, "shift": 0.1}
+
+
 @dataclass
 class Correspondence:
     """HSKD's answer for an H&E / IHC pair, in each tile's pixel coordinates (x, y).
@@ -105,7 +122,8 @@ class Correspondence:
 @register(
     "k-stain",
     configs={"small": _SMALL, "paper": _PAPER},
-    legacy={"hskd_prior": 0.0},  # checkpoints written before the anchor prior existed
+    # checkpoints written before the anchor prior and the detector's pretraining existed
+    legacy={"hskd_prior": 0.0, "hskd_pretrain_steps": 0, "hskd_pretrain_lr": 1e-3},
 )
 class KStain(StainModel):
     """HSKD keypoints + KEG generator + KGD discriminator, trained on misaligned pairs."""
@@ -217,10 +235,14 @@ class KStain(StainModel):
         cfg = self.config
         betas = (cfg["beta1"], cfg["beta2"])
         generator = [*self.generator.parameters(), *self.detector.parameters()]
-        return {
+        optimizers = {
             "discriminator": Adam(self.discriminator.parameters(), cfg["lr"], betas),
             "generator": Adam(generator, cfg["lr"], betas),
         }
+        if cfg["hskd_pretrain_steps"]:  # HSKD's own, for its pretraining steps only
+            rate = cfg["hskd_pretrain_lr"]
+            optimizers["detector"] = Adam(self.detector.parameters(), rate, betas)
+        return optimizers
 
     def perceptual(self, device: torch.device) -> PerceptualLoss:
         """The frozen VGG16 loss (built on first use; its backbone is recorded in the card)."""
@@ -247,8 +269,33 @@ class KStain(StainModel):
             return self.discriminator(ihc, points.detach())
         return self.discriminator(ihc)
 
+    def pretrain_detector(self, batch: dict[str, Tensor], state: TrainState) -> dict[str, float]:
+        """One step of HSKD alone on pairs related by affines drawn from ``PRETRAIN_AFFINES``:
+        each H&E crop against itself warped, each IHC crop against itself warped, and each H&E
+        crop against its IHC crop warped (whose own misalignment is noise around the drawn
+        affine; it teaches keypoints that match across the stains). Loss: the corner distance of
+        the fitted affine from the drawn one plus the distance of the keypoints found on the
+        warped image from the drawn affine's image of the others (pixels, means), stepped by the
+        ``detector`` optimiser."""
+        he, ihc = (to_model_range(batch[k], self.normalisation) for k in ("he", "ihc"))
+        sources, targets = torch.cat([he, ihc, he]), torch.cat([he, ihc, ihc])
+        drawn = random_affines(sources.shape[0], **PRETRAIN_AFFINES, like=sources)
+        kp, moved_kp, fitted = self.align(sources, warp_affine(targets, drawn))
+        size = sources.shape[-2:]
+        corners = corner_distance(fitted, drawn) * max(size) / 2
+        expected = apply_affine(to_pixel_affine(drawn, size), kp)
+        equivariance = (moved_kp - expected).norm(dim=2).mean()
+        state.backward_step("detector", corners.mean() + equivariance)
+        return {
+            "hskd_corner_px": corners.mean().item(),
+            "hskd_cross_corner_px": corners[2 * he.shape[0] :].mean().item(),
+            "hskd_keypoint_px": equivariance.item(),
+        }
+
     def training_step(self, batch: dict[str, Tensor], state: TrainState) -> dict[str, float]:
         cfg = self.config
+        if state.step < cfg["hskd_pretrain_steps"]:
+            return self.pretrain_detector(batch, state)
         he = to_model_range(batch["he"], self.normalisation)
         ihc = to_model_range(batch["ihc"], self.normalisation)
         he_kp, ihc_kp, affine = self.align(he, ihc)

@@ -2,10 +2,11 @@
 
 ``HE/{train,test}/NAME.png`` and ``IHC/{train,test}/NAME.png`` (same names, as in BCI), plus
 ``truth/{train,test}/NAME.npz`` and ``synth.json`` (the specs of the slides and where each tile
-comes from). Adjacent-section truth also holds ``ihc_aligned``, the H&E section itself stained for
-the marker (the pixel-aligned IHC to score virtual stains against). Tiles are drawn from tissue
-only, from several slides with different stain variation; train and test tiles come from different
-slides, as in the seed papers' splits by slide.
+comes from); with ``val`` tiles, a ``val`` split too. Adjacent-section truth also holds
+``ihc_aligned``, the H&E section itself stained for the marker (the pixel-aligned IHC to score
+virtual stains against). Tiles are drawn from tissue only, from several slides with different
+stain variation; train, validation and test tiles come from different slides, as in the seed
+papers' splits by slide, so a model is selected on one slide and tested once on another.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from vstain.synth.render import TilePair, render_tile
 from vstain.synth.spec import SlideSpec, make_spec
 from vstain.synth.transform import SectionTransform
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "test")
 _OUTPUTS = ("HE", "IHC", "truth", "synth.json")
 #: Tissue is measured on this many points per tile side when picking tiles.
 _PROBES = 8
@@ -120,7 +121,7 @@ def _truth_arrays(pair: TilePair, marker: str) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _prepare(root: Path, overwrite: bool) -> None:
+def _prepare(root: Path, overwrite: bool, splits: set[str]) -> None:
     existing = [name for name in _OUTPUTS if (root / name).exists()]
     if existing and not overwrite:
         raise OutputExistsError(
@@ -134,7 +135,7 @@ def _prepare(root: Path, overwrite: bool) -> None:
         else:
             path.unlink()
     for kind in ("HE", "IHC", "truth"):
-        for split in SPLITS:
+        for split in splits:
             (root / kind / split).mkdir(parents=True, exist_ok=True)
 
 
@@ -146,6 +147,7 @@ def synth_dataset(
     seed: int = 0,
     *,
     test_fraction: float = 0.2,
+    val: int = 0,
     slides: int = 4,
     slide_size: int = 8192,
     pixel_size: float = 0.5,
@@ -161,6 +163,9 @@ def synth_dataset(
     ----------
     test_fraction
         Share of tiles in ``test``; they come from their own slides.
+    val
+        Tiles of a ``val`` split, in addition to the ``n``, from one more slide of their own (drawn
+        after the others, so the train and test tiles are those of the same call without ``val``).
     slides
         Number of simulated slides (each with its own stain, scanner and tissue).
     min_tissue
@@ -170,15 +175,15 @@ def synth_dataset(
     cancel
         Object with a ``cancelled`` attribute (e.g. a tile-engine CancelToken); checked per tile.
     """
-    if n < 1 or tile < 16 or slides < 1 or not 0 <= test_fraction < 1:
+    if n < 1 or tile < 16 or slides < 1 or val < 0 or not 0 <= test_fraction < 1:
         raise SynthError(
             f"Cannot make a dataset of n={n} tiles of {tile} px from {slides} slides with "
-            f"test_fraction={test_fraction}; use n >= 1, tile >= 16, slides >= 1 and a test "
-            "fraction in [0, 1)."
+            f"test_fraction={test_fraction} and val={val}; use n >= 1, tile >= 16, slides >= 1, "
+            "val >= 0 and a test fraction in [0, 1)."
         )
     root = Path(out_dir)
-    specs = _slide_specs(seed, slides, marker, slide_size, pixel_size, mode)
-    plan = _allocate(n, slides, test_fraction)
+    specs = _slide_specs(seed, slides + (val > 0), marker, slide_size, pixel_size, mode)
+    plan = _allocate(n, slides, test_fraction) + ([("val", slides, val)] if val else [])
     rng = np.random.default_rng(stream_key(seed, "dataset-tiles"))
     chosen = []
     for split, k, count in plan:
@@ -191,11 +196,11 @@ def synth_dataset(
             )
         for x, y in candidates[rng.choice(len(candidates), count, replace=False)]:
             chosen.append((split, k, int(x), int(y)))
-    _prepare(root, overwrite)
+    _prepare(root, overwrite, {split for split, _, _ in plan})
     records = []
     for i, (split, k, x, y) in enumerate(chosen):
         if cancel is not None and cancel.cancelled:
-            raise CancelledError(f"Dataset in {root} cancelled after {i} of {n} tiles.")
+            raise CancelledError(f"Dataset in {root} cancelled after {i} of {n + val} tiles.")
         spec = specs[k]
         adjacent = mode == "adjacent-section"
         origin = _ihc_origin(spec, x, y, tile)
@@ -219,7 +224,7 @@ def synth_dataset(
             }
         )
         if progress is not None:
-            progress(i + 1, n)
+            progress(i + 1, n + val)
     manifest = root / "synth.json"
     manifest.write_text(
         json.dumps(

@@ -214,7 +214,7 @@ def layout_dirs(
     """The H&E and IHC folders of ``split`` in a dataset of ``layout``."""
     if layout == "bci":
         split = split or "train"
-        _check_split(split, ("train", "test"), "BCI")
+        _check_split(split, ("train", "val", "test"), "BCI")
         return root / "HE" / split, root / "IHC" / split
     if layout == "mist":
         split = split or "train"

@@ -67,3 +67,32 @@ def warp_affine(image: Tensor, affine: Tensor) -> Tensor:
     theta = torch.linalg.inv(affine)[:, :2]
     grid = F.affine_grid(theta, list(image.shape), align_corners=False)
     return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def random_affines(
+    b: int, rotation: float, scale: float, shear: float, shift: float, like: Tensor
+) -> Tensor:
+    """B affines in normalised coordinates drawn uniformly with torch's random state.
+
+    Rotation within +-``rotation`` radians, each axis' scale within 1 +- ``scale``, shear within
+    +-``shear``, shift within +-``shift`` (fractions of the half-side), about the image centre.
+    """
+    r, sx, sy, h, tx, ty = (torch.rand(6, b, dtype=like.dtype, device=like.device) * 2 - 1).unbind()
+    r, h = r * rotation, h * shear
+    sx, sy = 1 + sx * scale, 1 + sy * scale
+    cos, sin = torch.cos(r), torch.sin(r)
+    zero, one = torch.zeros_like(r), torch.ones_like(r)
+    rows = [
+        [sx * cos, sx * (h * cos - sin), tx * shift],
+        [sy * sin, sy * (h * sin + cos), ty * shift],
+        [zero, zero, one],
+    ]
+    return torch.stack([torch.stack(row, dim=1) for row in rows], dim=1)
+
+
+def corner_distance(a: Tensor, b: Tensor) -> Tensor:
+    """Mean distance between the images of the four image corners (+-1, +-1) under two affines
+    (B x 3 x 3, normalised coordinates), B values in normalised units (half-sides)."""
+    corners = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0], [1.0, 1.0]]).to(a)
+    corners = corners.expand(a.shape[0], 4, 2)
+    return (apply_affine(a, corners) - apply_affine(b, corners)).norm(dim=2).mean(dim=1)

@@ -290,7 +290,7 @@ def test_train_set_overrides_config_entries(tmp_path, capsys):
     assert main([*base, "--overwrite", "--set", "no_such_key=1"]) == 2
     assert "no_such_key" in capsys.readouterr().err
     assert main([*base, "--overwrite", "--train-limit", "1"]) == 0
-    assert "(1 train pairs)" in read_card(ckpt).training_data
+    assert "(1 train pairs; validated on the test split)" in read_card(ckpt).training_data
     assert main([*base, "--overwrite", "--train-limit", "9"]) == 2
     assert "--train-limit must be 1 to 2" in capsys.readouterr().err
 
@@ -317,7 +317,8 @@ def test_train_joins_one_dataset_per_marker_for_multi_stain(tmp_path, capsys):
     base += ["--set", "n_markers=2", "--set", "marker_weights=[1.0, 1.0]"]
     assert main([*base, *folders]) == 0
     card = read_card(ckpt)
-    assert card.markers == ["ck818", "cd3"] and "(2 train pairs)" in card.training_data
+    assert card.markers == ["ck818", "cd3"]
+    assert "(2 train pairs; validated on the test split)" in card.training_data
     assert main([*base, "--overwrite", *folders[:-2]]) == 2  # a folder without its marker
     assert "2 --data folders need one --marker each" in capsys.readouterr().err
 

@@ -123,7 +123,9 @@ def test_size_mismatch_empty_folder_and_unknown_root(tmp_path):
     (empty / "IHC" / "train").mkdir(parents=True)
     with pytest.raises(DatasetError, match="holds no images"):
         open_paired_dataset(empty)
-    with pytest.raises(DatasetError, match="no split 'val'"):
+    with pytest.raises(DatasetError, match="no split 'extra'"):
+        open_paired_dataset(empty, split="extra")
+    with pytest.raises(DatasetError, match=r"HE/val is not a folder"):
         open_paired_dataset(empty, split="val")
     with pytest.raises(DatasetError, match="not a paired dataset"):
         open_paired_dataset(empty / "HE")

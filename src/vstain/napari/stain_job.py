@@ -164,7 +164,7 @@ class StainJob:
 
     def _send(self) -> None:
         request = self.request
-        self.store = store_path(request, self.worker.sha256 or "")
+        self.store = store_path(request, self.worker.sha256)  # set once the worker is ready
         try:
             self._job = self.worker.submit(
                 slide=request.slide.path,

@@ -85,7 +85,7 @@ class Prepare:
 
 @dataclass(frozen=True)
 class Ready:
-    sha256: str | None
+    sha256: str
     seconds: float
 
 

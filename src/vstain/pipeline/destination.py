@@ -11,7 +11,7 @@ from pathlib import Path
 
 from vstain.errors import OutputExistsError, VstainError
 from vstain.io.ome_tiff import written_by_vstain
-from vstain.tiles.store import is_output_store
+from vstain.io.ome_zarr import is_output_store
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 ZARR_SUFFIX = ".zarr"

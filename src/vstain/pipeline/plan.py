@@ -13,6 +13,7 @@ import numpy as np
 from vstain.color.stain_normalisation import Normaliser
 from vstain.errors import ModelError, RegionError, VstainError
 from vstain.io import Slide, open_slide
+from vstain.io.ome_zarr import is_output_store
 from vstain.models.device import auto_batch_size
 from vstain.pipeline import normalise
 from vstain.pipeline.destination import Destination, check_destination, destination
@@ -21,7 +22,6 @@ from vstain.pipeline.loaded_model import LoadedModel, load_model
 from vstain.pipeline.outputs import output_specs
 from vstain.tiles import OutputSpec, TileGrid
 from vstain.tiles.job import run_settings
-from vstain.tiles.store import is_output_store
 
 #: Tiles with less tissue than this fraction are written as background.
 MIN_TISSUE = 0.05

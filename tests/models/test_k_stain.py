@@ -15,11 +15,13 @@ from vstain.models.blocks.affine import (
     fit_affine,
     normalising_matrix,
     random_affines,
+    robust_fit_affine,
     to_normalised,
     to_pixel_affine,
     warp_affine,
 )
-from vstain.models.blocks.hskd import anchor_grid
+from vstain.color.optics import HED, concentrations_to_rgb
+from vstain.models.blocks.hskd import KeypointDetector, anchor_grid, hematoxylin, window_log_prior
 from vstain.models.blocks.keypoints import centre_of_mass, gaussian_heatmaps
 from vstain.models.blocks.patchgan import PatchGANDiscriminator
 from vstain.models.perceptual import IMAGENET_NAME, cached_vgg16_path, random_vgg16_features
@@ -97,6 +99,22 @@ def test_degenerate_keypoints_give_a_finite_near_identity_affine_with_gradients(
     assert torch.isfinite(src.grad).all() and src.grad.abs().sum() > 0
     homogeneous = torch.cat([src, torch.ones_like(src[..., :1])], dim=2)[0]
     assert torch.linalg.matrix_rank(homogeneous) < 3  # Eq. 4 alone would be singular here
+
+
+def test_robust_fit_recovers_the_affine_that_a_plain_fit_misses_with_wrong_matches():
+    """60 % of the matches are wrong (points 10-30 px off in a 256 px tile, as keypoints that
+    matched different nuclei in the two sections): Tukey-weighted IRLS finds the inliers' affine."""
+    torch.manual_seed(2)
+    src = torch.rand(2, 64, 2) * 2 - 1
+    true = known_affine(angle_deg=2.0, scale=1.02, shift=(0.03, -0.02)).expand(2, 3, 3)
+    dst = apply_affine(true, src) + 0.002 * torch.randn(2, 64, 2)
+    wrong = torch.rand(2, 64) < 0.6
+    offsets = F.normalize(torch.randn(2, 64, 2), dim=2) * (0.08 + 0.16 * torch.rand(2, 64, 1))
+    dst = torch.where(wrong[..., None], dst + offsets, dst)
+    robust = robust_fit_affine(src, dst, ridge=1e-2, scale=3 / 128)
+    plain = fit_affine(src, dst, ridge=1e-2)
+    assert (corner_distance(robust, true) * 128 < 1.0).all()
+    assert (corner_distance(plain, true) * 128 > 3.0).all()
 
 
 def test_warp_with_the_identity_is_the_identity():
@@ -188,7 +206,7 @@ def test_halo_is_the_generators_reach_rounded_up(model):
 
 
 def test_given_keypoints_must_fit(model, pair):
-    with pytest.raises(ModelError, match=r"B x N x 2.*\(1, 32, 2\), got \(1, 5, 2\)"):
+    with pytest.raises(ModelError, match=r"B x N x 2.*\(1, 64, 2\), got \(1, 5, 2\)"):
         model.predict(pair["he"], keypoints=torch.zeros(1, 5, 2))
 
 
@@ -231,7 +249,9 @@ def test_hskd_learns_to_register_a_known_rotation_and_shift(model):
 def test_the_anchor_prior_spreads_untrained_keypoints_over_the_tile(prior, pair):
     """Without the prior, an untrained detector puts every keypoint near the tile centre."""
     torch.manual_seed(0)
-    model = create("k-stain", {**model_configs("k-stain")["small"], "hskd_prior": prior}).eval()
+    cfg = {**model_configs("k-stain")["small"], "hskd_prior": prior, "n_keypoints": 32}
+    cfg.update(hskd_window=False, hskd_fine=False, hskd_input="rgb", hskd_gain=1.0)
+    model = create("k-stain", cfg).eval()
     with torch.no_grad():
         points = model.detector(pair["he"] * 2 - 1)[0]  # N x 2 pixels of a 64 px tile
     anchors = anchor_grid(model.config["n_keypoints"]) * 64 - 0.5
@@ -240,6 +260,39 @@ def test_the_anchor_prior_spreads_untrained_keypoints_over_the_tile(prior, pair)
         assert spread > 10 and (points - anchors).norm(dim=1).max() < 6
     else:
         assert spread < 2 and (points - 31.5).abs().max() < 4
+
+
+def test_windowed_keypoints_stay_in_their_anchor_cells(pair):
+    """With ``hskd_window`` each keypoint is the soft peak of its own cell of the anchor grid,
+    and ``hskd_fine`` places keypoints on a stride-2 grid."""
+    torch.manual_seed(0)
+    model = create("k-stain", "small").eval()
+    assert model.config["hskd_window"] and model.config["hskd_fine"]
+    assert model.detector.stride == 2 and model.detector.stages[0][0].in_channels == 1
+    with torch.no_grad():
+        logits = model.detector.heatmaps(pair["he"] * 2 - 1)
+        points = model.detector(pair["he"] * 2 - 1)[0]
+    assert logits.shape[-2:] == (32, 32)
+    cell = (anchor_grid(64) * 64 - 0.5) - points  # 8 rows x 8 columns of 8 x 8 px cells
+    assert (cell.abs() <= 4).all()
+    assert points.std(dim=0).min() > 10
+
+
+def test_window_prior_gives_every_map_cell_to_exactly_one_keypoint():
+    prior = window_log_prior(32, (16, 24), torch.zeros(()))
+    assert prior.shape == (32, 16, 24)
+    assert ((prior == 0).sum(dim=0) == 1).all()
+    assert (prior[0, :4, :3] == 0).all() and (prior[31, 12:, 21:] == 0).all()
+    with pytest.raises(ValueError, match="smaller than"):
+        window_log_prior(32, (2, 24), torch.zeros(()))
+
+
+def test_hematoxylin_input_separates_hematoxylin_from_dab():
+    """The detector's hematoxylin channel is high on a hematoxylin-only pixel, near 0 on DAB."""
+    conc = torch.tensor([[0.8, 0.0, 0.0], [0.0, 0.0, 0.8], [0.0, 0.0, 0.0]]).numpy()
+    rgb = torch.as_tensor(concentrations_to_rgb(conc, HED), dtype=torch.float32) / 255
+    h = hematoxylin(rgb.T.reshape(1, 3, 1, 3) * 2 - 1)[0, 0, 0]
+    assert abs(h[0] - 0.8) < 0.05 and abs(h[1]) < 0.05 and abs(h[2]) < 0.01
 
 
 def test_anchor_grid_covers_the_unit_square_evenly():
@@ -339,6 +392,9 @@ def test_ablation_switches_train(switch, pair):
         ("hskd_prior", -0.1),
         ("hskd_pretrain_steps", -1),
         ("hskd_pretrain_lr", 0.0),
+        ("hskd_input", "lab"),
+        ("robust_px", -1.0),
+        ("hskd_gain", 0.0),
     ],
 )
 def test_invalid_configs_are_refused(key, value):

@@ -118,4 +118,9 @@ def test_k_stain_keypoints_and_their_displacements_show_over_the_he(
     extent = np.asarray(he.level_shapes[0][:2]) * he.scale
     assert (he_points >= 0).all() and (he_points <= extent).all()
     assert "keypoint pairs" in widget.status_label.text()
+    # pairs agreeing with the fitted affine are yellow, the others red
+    colours = viewer.layers[DISPLACEMENTS].edge_color
+    assert colours.shape == (n, 4)
+    assert set(map(tuple, colours.round(1))) <= {(1.0, 1.0, 0.0, 1.0), (1.0, 0.2, 0.2, 1.0)}
+    assert "agreeing with K-Stain's affine" in widget.status_label.text()
     assert model_loads == [("k.safetensors", False)]  # on the job thread, the other never

@@ -24,7 +24,7 @@ INT_FACTOR = 16
 INT_FLOOR = 1024
 LIST_FACTOR = 4
 #: Float keys that must be positive (learning rates) or lie in [0, 1) (Adam's betas).
-POSITIVE = ("lr", "hskd_pretrain_lr")
+POSITIVE = ("lr", "hskd_pretrain_lr", "hskd_gain")
 FRACTIONS = ("beta1", "beta2")
 #: Training holds weights, gradients and two Adam moments: four copies.
 TRAINING_COPIES = 4

@@ -32,6 +32,7 @@ from vstain.models.blocks.affine import (
     corner_distance,
     fit_affine,
     random_affines,
+    robust_fit_affine,
     to_normalised,
     to_pixel_affine,
     warp_affine,
@@ -48,17 +49,24 @@ from vstain.models.perceptual import PerceptualLoss
 from vstain.models.registry import register
 
 _SMALL = {
-    "n_keypoints": 32,
+    "n_keypoints": 64,
     "hskd_channels": 16,
     "hskd_stages": 3,
     "hskd_dim": 64,
     "hskd_heads": 4,
     "hskd_layers": 1,
     "hskd_norm": "instance",
-    "hskd_prior": 0.1,  # not in the paper: spreads the untrained keypoints (docs/models/k_stain.md)
-    # not in the paper, off: HSKD alone on drawn affines first, with its own Adam at this rate
-    # (measured: it did not make HSKD register, docs/models/k_stain.md)
-    "hskd_pretrain_steps": 0,
+    # Not in the paper (docs/models/k_stain.md, "An HSKD that registers"): a Gaussian anchor prior
+    # (0: none), each keypoint in its own cell of the anchor grid, keypoints on a stride-2 grid,
+    # hematoxylin in ("rgb": the paper's), logits x gain, a Tukey-weighted Eq. 4 (0: plain), and
+    # the first steps training HSKD alone on drawn affines with its own Adam at this rate.
+    "hskd_prior": 0.0,
+    "hskd_window": True,
+    "hskd_fine": True,
+    "hskd_input": "hematoxylin",
+    "hskd_gain": 10.0,
+    "robust_px": 4.0,
+    "hskd_pretrain_steps": 600,
     "hskd_pretrain_lr": 1e-3,
     "ridge": 1e-2,
     "sigma": 1.0,
@@ -89,7 +97,14 @@ _PAPER = {
     "hskd_stages": 4,
     "hskd_dim": 256,
     "hskd_heads": 8,
+    # the paper's detector and Eq. 4 (the additions of `small` are off)
     "hskd_prior": 0.0,
+    "hskd_window": False,
+    "hskd_fine": False,
+    "hskd_input": "rgb",
+    "hskd_gain": 1.0,
+    "robust_px": 0.0,
+    "hskd_pretrain_steps": 0,
     "ngf": 64,
     "n_blocks": 6,
     "norm": "instance",
@@ -100,8 +115,8 @@ _PAPER = {
 
 
 #: The affines HSKD's pretraining draws (normalised coordinates, see ``random_affines``): more
-#: than the adjacent sections' 2 degrees and 2 % in a tile.
-PRETRAIN_AFFINES = {"rotation": math.radians(10), "scale": 0.05, "shear": 0.05, "shift": 0.1}
+#: than the adjacent sections' 2 degrees and 2 % in a tile, within the reach of the windows.
+PRETRAIN_AFFINES = {"rotation": math.radians(5), "scale": 0.03, "shear": 0.03, "shift": 0.05}
 
 
 @dataclass
@@ -123,7 +138,16 @@ class Correspondence:
     "k-stain",
     configs={"small": _SMALL, "paper": _PAPER},
     # checkpoints written before the anchor prior and the detector's pretraining existed
-    legacy={"hskd_prior": 0.0, "hskd_pretrain_steps": 0, "hskd_pretrain_lr": 1e-3},
+    legacy={
+        "hskd_prior": 0.0,
+        "hskd_pretrain_steps": 0,
+        "hskd_pretrain_lr": 1e-3,
+        "hskd_window": False,
+        "hskd_fine": False,
+        "hskd_input": "rgb",
+        "hskd_gain": 1.0,
+        "robust_px": 0.0,
+    },
 )
 class KStain(StainModel):
     """HSKD keypoints + KEG generator + KGD discriminator, trained on misaligned pairs."""
@@ -138,6 +162,10 @@ class KStain(StainModel):
         cfg = card.config
         if not 1 <= cfg["hskd_stages"] <= 4:
             raise ValueError(f"hskd_stages must be 1 to 4, got {cfg['hskd_stages']}")
+        if cfg["hskd_input"] not in ("rgb", "hematoxylin"):
+            raise ValueError(f"hskd_input must be rgb or hematoxylin, got {cfg['hskd_input']!r}")
+        if cfg["robust_px"] < 0:
+            raise ValueError(f"robust_px must be >= 0 (0: plain Eq. 4), got {cfg['robust_px']}")
         self.detector = KeypointDetector(
             cfg["n_keypoints"],
             cfg["hskd_channels"],
@@ -147,6 +175,10 @@ class KStain(StainModel):
             cfg["hskd_layers"],
             cfg["hskd_norm"],
             cfg["hskd_prior"],
+            cfg["hskd_window"],
+            cfg["hskd_fine"],
+            cfg["hskd_input"] == "hematoxylin",
+            cfg["hskd_gain"],
         )
         self.generator = KeypointGenerator(
             cfg["ngf"], cfg["n_blocks"], cfg["norm"], cfg["dropout"], self._embedding("keg")
@@ -222,14 +254,17 @@ class KStain(StainModel):
     def align(self, he: Tensor, ihc: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """H&E and IHC keypoints (pixels) and the fitted affine in normalised coordinates (Eq. 4).
 
-        Both images pass through the shared detector as one batch.
+        Both images pass through the shared detector as one batch. With ``robust_px`` > 0 the fit
+        is Tukey-weighted (``robust_fit_affine``), so keypoints that matched different tissue in
+        the two sections are left out of it.
         """
         he_kp, ihc_kp = self.detector(torch.cat([he, ihc])).chunk(2)
         size = he.shape[-2:]
-        affine = fit_affine(
-            to_normalised(he_kp, size), to_normalised(ihc_kp, size), self.config["ridge"]
-        )
-        return he_kp, ihc_kp, affine
+        src, dst = to_normalised(he_kp, size), to_normalised(ihc_kp, size)
+        ridge, robust = self.config["ridge"], self.config["robust_px"]
+        if robust:  # the Tukey scale in normalised units (half-sides)
+            return he_kp, ihc_kp, robust_fit_affine(src, dst, ridge, robust * 2 / max(size))
+        return he_kp, ihc_kp, fit_affine(src, dst, ridge)
 
     def configure_optimizers(self) -> dict[str, Optimizer]:
         cfg = self.config
@@ -274,9 +309,11 @@ class KStain(StainModel):
         each H&E crop against itself warped, each IHC crop against itself warped, and each H&E
         crop against its IHC crop warped (whose own misalignment is noise around the drawn
         affine; it teaches keypoints that match across the stains). Loss: the corner distance of
-        the fitted affine from the drawn one plus the distance of the keypoints found on the
-        warped image from the drawn affine's image of the others (pixels, means), stepped by the
-        ``detector`` optimiser."""
+        the fitted affine from the drawn one plus the distance ``r`` of the keypoints found on the
+        warped image from the drawn affine's image of the others (pixels, means); with
+        ``robust_px`` = c > 0 the latter is saturated, ``c r^2 / (r^2 + c^2)``, so keypoints that
+        found other tissue do not pull the detector towards heatmaps blurred between the two.
+        Stepped by the ``detector`` optimiser."""
         he, ihc = (to_model_range(batch[k], self.normalisation) for k in ("he", "ihc"))
         sources, targets = torch.cat([he, ihc, he]), torch.cat([he, ihc, ihc])
         drawn = random_affines(sources.shape[0], **PRETRAIN_AFFINES, like=sources)
@@ -284,12 +321,14 @@ class KStain(StainModel):
         size = sources.shape[-2:]
         corners = corner_distance(fitted, drawn) * max(size) / 2
         expected = apply_affine(to_pixel_affine(drawn, size), kp)
-        equivariance = (moved_kp - expected).norm(dim=2).mean()
+        r = (moved_kp - expected).norm(dim=2)
+        c = self.config["robust_px"]
+        equivariance = (c * r**2 / (r**2 + c**2) if c else r).mean()
         state.backward_step("detector", corners.mean() + equivariance)
         return {
             "hskd_corner_px": corners.mean().item(),
             "hskd_cross_corner_px": corners[2 * he.shape[0] :].mean().item(),
-            "hskd_keypoint_px": equivariance.item(),
+            "hskd_keypoint_px": r.mean().item(),
         }
 
     def training_step(self, batch: dict[str, Tensor], state: TrainState) -> dict[str, float]:

@@ -378,7 +378,7 @@ class CompareWidget(QWidget):
             lambda pairs: self._show_keypoints(he, *pairs),
         )
 
-    def _show_keypoints(self, he, he_xy: np.ndarray, ihc_xy: np.ndarray) -> None:
+    def _show_keypoints(self, he, he_xy: np.ndarray, ihc_xy: np.ndarray, agree: np.ndarray) -> None:
         he_world, ihc_world = (
             np.array([he.data_to_world((y, x)) for x, y in xy]).reshape(-1, 2)
             for xy in (he_xy, ihc_xy)
@@ -391,12 +391,14 @@ class CompareWidget(QWidget):
             self.viewer, KEYPOINTS_IHC, "points", ihc_world, face_color="orange", size=8, **units
         )
         vectors = np.stack([he_world, ihc_world - he_world], axis=1)
+        colours = np.where(agree[:, None], (1.0, 1.0, 0.0, 1.0), (1.0, 0.2, 0.2, 1.0))
         placement.put_layer(
-            self.viewer, DISPLACEMENTS, "vectors", vectors, edge_color="yellow", **units
+            self.viewer, DISPLACEMENTS, "vectors", vectors, edge_color=colours, **units
         )
         shift = np.linalg.norm(ihc_xy - he_xy, axis=1)
         self.status_label.setText(
-            f"{len(he_xy)} keypoint pairs; displacement median {np.median(shift):.1f} px, "
+            f"{len(he_xy)} keypoint pairs, {agree.sum()} agreeing with K-Stain's affine "
+            f"(yellow; red: matched other tissue); displacement median {np.median(shift):.1f} px, "
             f"max {shift.max():.1f} px (H&E pixels)."
         )
 

@@ -77,16 +77,19 @@ class ReviewRegion:
         return RegionPair(virtual, real, covered & computed)
 
 
-#: Longest side (px) of the tile K-Stain's detector looks at for the review overlay.
-KEYPOINT_SIDE = 512
+#: Longest side (px) of the tile K-Stain's detector looks at for the review overlay: the tile
+#: size its keypoint windows were trained and measured on (docs/models/k_stain.md).
+KEYPOINT_SIDE = 256
 
 
 def keypoint_pairs(
     model, registration: Registration, he: Slide, ihc: Slide, region: tuple[int, int, int, int]
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """K-Stain keypoints of the H&E and of the registered real IHC in one tile at the centre of
-    ``region`` (H&E level 0, x, y, w, h): two (N, 2) arrays of level-0 (x, y) H&E pixels. Their
-    difference is what the registration leaves misaligned, as K-Stain sees it."""
+    ``region`` (H&E level 0, x, y, w, h): two (N, 2) arrays of level-0 (x, y) H&E pixels, and
+    which pairs agree with K-Stain's fitted affine (N bools: residual below the model's
+    ``robust_px``, all when it is 0). Their difference is what the registration leaves
+    misaligned, as K-Stain sees it."""
     import torch
 
     m = model.size_multiple
@@ -104,7 +107,10 @@ def keypoint_pairs(
 
     found = model.correspond(tensor(he_tile), tensor(ihc_tile))
     offset = np.array([x0, y0], float)
+    residual = found.residual[0].norm(dim=1).cpu().numpy()
+    limit = model.config.get("robust_px", 0.0) or np.inf
     return (
         found.he_keypoints[0].cpu().numpy() + offset,
         found.ihc_keypoints[0].cpu().numpy() + offset,
+        residual < limit,
     )

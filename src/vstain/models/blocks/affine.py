@@ -38,10 +38,11 @@ def to_pixel_affine(affine: Tensor, size: tuple[int, int]) -> Tensor:
     return torch.linalg.inv(n) @ affine @ n
 
 
-def fit_affine(src: Tensor, dst: Tensor, ridge: float) -> Tensor:
+def fit_affine(src: Tensor, dst: Tensor, ridge: float, weights: Tensor | None = None) -> Tensor:
     """Least-squares affine taking ``src`` to ``dst`` (B x N x 2 each), Tikhonov-damped.
 
-    Minimises ``mean_k |M p~_k - q_k|^2 + ridge |M - [I | 0]|^2`` over the top two rows ``M`` of
+    Minimises ``sum_k w_k |M p~_k - q_k|^2 / sum_k w_k + ridge |M - [I | 0]|^2`` (``weights`` w: B x N,
+    default 1) over the top two rows ``M`` of
     the affine (``p~`` homogeneous), in closed form: ``M^T = (X^T X / N + ridge I)^-1 (X^T Y / N +
     ridge [I | 0]^T)``. With ``ridge > 0`` the 3 x 3 system is positive definite for any points
     (coincident, collinear), so the answer is finite and falls back to the identity in the
@@ -50,12 +51,35 @@ def fit_affine(src: Tensor, dst: Tensor, ridge: float) -> Tensor:
     b, n, _ = src.shape
     x = torch.cat([src, torch.ones_like(src[..., :1])], dim=2).double()
     y = dst.double()
+    if weights is None:
+        wx, total = x, n
+    else:
+        wx, total = x * weights.double()[..., None], weights.double().sum(dim=1)[:, None, None]
     eye = torch.eye(3, dtype=torch.float64, device=src.device)
-    gram = x.transpose(1, 2) @ x / n + ridge * eye
-    rhs = x.transpose(1, 2) @ y / n + ridge * eye[:, :2]
+    gram = wx.transpose(1, 2) @ x / total + ridge * eye
+    rhs = wx.transpose(1, 2) @ y / total + ridge * eye[:, :2]
     rows = torch.linalg.solve(gram, rhs).transpose(1, 2)
     bottom = eye[2:].expand(b, 1, 3)
     return torch.cat([rows, bottom], dim=1).to(src.dtype)
+
+
+def robust_fit_affine(
+    src: Tensor, dst: Tensor, ridge: float, scale: float, iterations: int = 10
+) -> Tensor:
+    """``fit_affine`` made robust to wrong matches: iteratively reweighted least squares with
+    Tukey's biweight, ``w = (1 - (r / s)^2)^2`` for residuals ``r`` below ``s`` (in the points'
+    units), 0 above, starting from the plain fit. ``s`` falls geometrically from 8 x ``scale`` to
+    ``scale`` over the first half of the ``iterations`` (graduated non-convexity: a plain fit far
+    from the inliers' affine does not reject them all). The weights are held fixed (no gradient),
+    so the answer is a weighted Eq. 4 and gradients reach the inlier points."""
+    affine = fit_affine(src, dst, ridge)
+    for i in range(iterations):
+        s = scale * 8 ** max(0.0, 1 - 2 * i / iterations)
+        with torch.no_grad():
+            r = (apply_affine(affine, src) - dst).norm(dim=2)
+            weights = (1 - (r / s) ** 2).clamp(min=0) ** 2 + 1e-6
+        affine = fit_affine(src, dst, ridge, weights)
+    return affine
 
 
 def warp_affine(image: Tensor, affine: Tensor) -> Tensor:

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from tests.models.conftest import make_pair
 from tests.models.test_models import RecordingState
+from vstain.color.optics import HED, concentrations_to_rgb
 from vstain.models import ModelError, create, load_checkpoint, model_configs, save_checkpoint
 from vstain.models.blocks.affine import (
     apply_affine,
@@ -20,8 +21,7 @@ from vstain.models.blocks.affine import (
     to_pixel_affine,
     warp_affine,
 )
-from vstain.color.optics import HED, concentrations_to_rgb
-from vstain.models.blocks.hskd import KeypointDetector, anchor_grid, hematoxylin, window_log_prior
+from vstain.models.blocks.hskd import anchor_grid, hematoxylin, window_log_prior
 from vstain.models.blocks.keypoints import centre_of_mass, gaussian_heatmaps
 from vstain.models.blocks.patchgan import PatchGANDiscriminator
 from vstain.models.perceptual import IMAGENET_NAME, cached_vgg16_path, random_vgg16_features

@@ -42,8 +42,9 @@ def fit_affine(src: Tensor, dst: Tensor, ridge: float, weights: Tensor | None = 
     """Least-squares affine taking ``src`` to ``dst`` (B x N x 2 each), Tikhonov-damped.
 
     Minimises ``sum_k w_k |M p~_k - q_k|^2 / sum_k w_k + ridge |M - [I | 0]|^2`` (``weights``
-    w: B x N, default 1) over the top two rows ``M`` of the affine (``p~`` homogeneous), in closed form: ``M^T = (X^T X / N + ridge I)^-1 (X^T Y / N +
-    ridge [I | 0]^T)``. With ``ridge > 0`` the 3 x 3 system is positive definite for any points
+    w: B x N, default 1) over the top two rows ``M`` of the affine (``p~`` homogeneous), in
+    closed form: ``M^T = (X^T W X / S + ridge I)^-1 (X^T W Y / S + ridge [I | 0]^T)``, ``S`` the
+    sum of the weights. With ``ridge > 0`` the 3 x 3 system is positive definite for any points
     (coincident, collinear), so the answer is finite and falls back to the identity in the
     directions the points do not determine; ``ridge = 0`` is Eq. 4 exactly. Solved in float64.
     """

@@ -206,6 +206,38 @@ def test_train_validates_on_the_val_slide_where_the_dataset_has_one(val, tmp_pat
     assert seen["card"].training_data.endswith(f"validated on the {split} split)")
 
 
+def test_train_init_starts_from_a_checkpoints_weights_or_refuses_another_shape(
+    tmp_path, monkeypatch, capsys
+):
+    """``--init`` loads a same-shaped checkpoint's weights (the card names it as the parent) and
+    refuses one of another architecture with a message, before any training."""
+    from vstain.models import create, save_checkpoint
+    from vstain.synth import synth_dataset
+
+    data, seen = tmp_path / "ds", {}
+    synth_dataset(data, 4, tile=64, slides=2, slide_size=1024, test_fraction=0.25)
+    base = create("pix2pix", seed=3)
+    save_checkpoint(base, tmp_path / "base.safetensors")
+    save_checkpoint(create("pix2pix", {**base.config, "ngf": 8}), tmp_path / "thin.safetensors")
+
+    class Seen(Exception):
+        pass
+
+    def fake_train(model, train_data, **options):
+        seen["model"] = model
+        raise Seen
+
+    monkeypatch.setattr("vstain.train.trainer.train", fake_train)
+    args = ["train", "--model", "pix2pix", "--data", str(data), "--out", str(tmp_path / "m")]
+    with pytest.raises(Seen):
+        main([*args, "--crop", "64", "--init", str(tmp_path / "base.safetensors")])
+    model = seen["model"]
+    assert all(torch.equal(v, base.state_dict()[k]) for k, v in model.state_dict().items())
+    assert model.card.parent == "base.safetensors" and model.card.parent_sha256
+    assert main([*args, "--crop", "64", "--init", str(tmp_path / "thin.safetensors")]) == 2
+    assert "another shape" in capsys.readouterr().err
+
+
 def test_train_resume_and_evaluate_commands(tmp_path, capsys):
     from vstain.models import read_card
     from vstain.synth import synth_dataset

@@ -246,6 +246,8 @@ def cmd_train(args) -> int:
         tile_size=args.tile,
         notes=args.notes,
     )
+    if args.init is not None:
+        _start_from(model, args.init)
     data = _training_pairs(args, with_mask=model.trains_on_dab_masks)
     if args.train_limit is not None:  # N pairs spread over all slides (dataset-size ablations)
         if not 1 <= args.train_limit <= len(data):
@@ -292,6 +294,32 @@ def cmd_train(args) -> int:
     print(f"{args.out}: {result.steps} steps; validation {result.validation[-1:] or 'none'}")
     print(f"losses of every step: {log.path}")
     return 0
+
+
+def _start_from(model, path: Path) -> None:
+    """Load the weights of checkpoint ``path`` (same architecture) into ``model`` and name it as
+    the parent in the card. The discriminator and other training-only parts may be missing."""
+    from vstain.models import load_checkpoint
+    from vstain.models.checkpoint import sha256_file
+
+    base = load_checkpoint(path)
+    mine = {k: v.shape for k, v in model.state_dict().items()}
+    theirs = {k: v.shape for k, v in base.state_dict().items()}
+    missing = [k for k in mine.keys() - theirs.keys() if not k.startswith(model.training_only)]
+    if (
+        base.card.architecture != model.card.architecture
+        or missing
+        or any(mine.get(k) != shape for k, shape in theirs.items())
+    ):
+        raise VstainError(
+            f"--init {path.name} is a {base.card.architecture} of another shape than the "
+            f"{model.card.architecture} being trained (config {model.config}). Start from a "
+            "checkpoint trained with the same --config and --set entries that change the "
+            "architecture."
+        )
+    model.load_state_dict(base.state_dict(), strict=False)
+    model.card.parent, model.card.parent_sha256 = path.name, sha256_file(path)
+    model.card.provenance = {"init": path.name, "parent_steps": base.card.steps}
 
 
 def _training_pairs(args, with_mask: bool):
@@ -675,6 +703,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate on this many val (else test) pairs (default 64)",
     )
     tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument(
+        "--init",
+        type=Path,
+        help="start from the weights of this checkpoint (same architecture; steps count from 0)",
+    )
     tr.add_argument(
         "--train-limit", type=int, help="train on N pairs spread evenly over the list (all slides)"
     )

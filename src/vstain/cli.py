@@ -297,29 +297,25 @@ def cmd_train(args) -> int:
 
 
 def _start_from(model, path: Path) -> None:
-    """Load the weights of checkpoint ``path`` (same architecture) into ``model`` and name it as
-    the parent in the card. The discriminator and other training-only parts may be missing."""
-    from vstain.models import load_checkpoint
-    from vstain.models.checkpoint import sha256_file
+    """Load the weights of checkpoint ``path`` (same architecture and shapes, checked strictly by
+    ``load_weights``) into ``model`` and name it as the parent in the card."""
+    from vstain.errors import CheckpointError
+    from vstain.models import read_card
+    from vstain.models.checkpoint import load_weights, sha256_file
 
-    base = load_checkpoint(path)
-    mine = {k: v.shape for k, v in model.state_dict().items()}
-    theirs = {k: v.shape for k, v in base.state_dict().items()}
-    missing = [k for k in mine.keys() - theirs.keys() if not k.startswith(model.training_only)]
-    if (
-        base.card.architecture != model.card.architecture
-        or missing
-        or any(mine.get(k) != shape for k, shape in theirs.items())
-    ):
+    base = read_card(path)
+    try:
+        if base.architecture != model.card.architecture:
+            raise CheckpointError(f"it holds a {base.architecture}")
+        load_weights(model, path)
+    except CheckpointError as e:
         raise VstainError(
-            f"--init {path.name} is a {base.card.architecture} of another shape than the "
-            f"{model.card.architecture} being trained (config {model.config}). Start from a "
-            "checkpoint trained with the same --config and --set entries that change the "
-            "architecture."
-        )
-    model.load_state_dict(base.state_dict(), strict=False)
+            f"--init {path.name} has another shape than the {model.card.architecture} being "
+            f"trained: {e} Start from a checkpoint trained with the same --config and the same "
+            "--set entries that change the architecture."
+        ) from e
     model.card.parent, model.card.parent_sha256 = path.name, sha256_file(path)
-    model.card.provenance = {"init": path.name, "parent_steps": base.card.steps}
+    model.card.provenance = {"init": path.name, "parent_steps": base.steps}
 
 
 def _training_pairs(args, with_mask: bool):

@@ -137,7 +137,7 @@ class Correspondence:
 @register(
     "k-stain",
     configs={"small": _SMALL, "paper": _PAPER},
-    # checkpoints written before the anchor prior and the detector's pretraining existed
+    # checkpoints written before the anchor prior, the pretraining and the registering HSKD
     legacy={
         "hskd_prior": 0.0,
         "hskd_pretrain_steps": 0,

@@ -108,7 +108,7 @@ def keypoint_pairs(
     found = model.correspond(tensor(he_tile), tensor(ihc_tile))
     offset = np.array([x0, y0], float)
     residual = found.residual[0].norm(dim=1).cpu().numpy()
-    limit = model.config.get("robust_px", 0.0) or np.inf
+    limit = model.config["robust_px"] or np.inf
     return (
         found.he_keypoints[0].cpu().numpy() + offset,
         found.ihc_keypoints[0].cpu().numpy() + offset,

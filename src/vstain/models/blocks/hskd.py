@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vstain.color.optics import HED
+from vstain.color.optics import HED, I0, MIN_INTENSITY
 from vstain.models.blocks.keypoints import centre_of_mass
 from vstain.models.blocks.resnet_generator import norm_layer
 
@@ -59,8 +59,9 @@ def anchor_grid(n: int) -> Tensor:
 
 def hematoxylin(x: Tensor) -> Tensor:
     """Images in [-1, 1] (B x 3 x H x W) -> hematoxylin concentration (B x 1 x H x W, OD units),
-    by colour deconvolution with scikit-image's H-E-DAB vectors (``vstain.color.optics.HED``)."""
-    od = -torch.log10(((x.float() + 1) / 2).clamp(min=1 / 255))
+    by colour deconvolution with scikit-image's H-E-DAB vectors (``vstain.color.optics.HED``);
+    the torch counterpart of ``vstain.color.optics.rgb_to_concentrations``, on the model device."""
+    od = -torch.log10(((x.float() + 1) / 2).clamp(min=MIN_INTENSITY / I0))
     inverse = torch.as_tensor(HED.inverse[:, :1], dtype=od.dtype, device=od.device)
     return torch.einsum("bchw,cd->bdhw", od, inverse).to(x.dtype)
 
@@ -153,7 +154,7 @@ class KeypointDetector(nn.Module):
         if self.fine is not None:
             fine = self.fine(features[0])
             logits = F.interpolate(logits, size=fine.shape[-2:], mode="bilinear") + fine
-        logits = logits * self.gain if self.gain != 1 else logits
+        logits = logits * self.gain
         size = logits.shape[-2:]
         if self.prior:
             logits = logits + anchor_log_prior(self.anchors, size, self.prior).to(logits)

@@ -236,6 +236,19 @@ def test_train_init_starts_from_a_checkpoints_weights_or_refuses_another_shape(
     assert model.card.parent == "base.safetensors" and model.card.parent_sha256
     assert main([*args, "--crop", "64", "--init", str(tmp_path / "thin.safetensors")]) == 2
     assert "another shape" in capsys.readouterr().err
+    # one part of another-shaped checkpoint: its discriminator, the generator left as created
+    thin = create("pix2pix", {**base.config, "ngf": 8})
+    save_checkpoint(thin, tmp_path / "thin.safetensors")
+    part = ["--init", str(tmp_path / "thin.safetensors"), "--init-part"]
+    with pytest.raises(Seen):
+        main([*args, "--crop", "64", "--seed", "3", *part, "discriminator"])
+    model = seen["model"]
+    for k, v in model.state_dict().items():
+        source = thin if k.startswith("discriminator.") else base
+        assert torch.equal(v, source.state_dict()[k]), k
+    assert model.card.provenance["init_part"] == "discriminator"
+    assert main([*args, "--crop", "64", *part, "decoder"]) == 2
+    assert "no part named 'decoder'" in capsys.readouterr().err
 
 
 def test_train_resume_and_evaluate_commands(tmp_path, capsys):

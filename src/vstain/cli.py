@@ -246,8 +246,10 @@ def cmd_train(args) -> int:
         tile_size=args.tile,
         notes=args.notes,
     )
+    if args.init_part is not None and args.init is None:
+        raise VstainError("--init-part needs --init CHECKPOINT to take the part from.")
     if args.init is not None:
-        _start_from(model, args.init)
+        _start_from(model, args.init, args.init_part)
     data = _training_pairs(args, with_mask=model.trains_on_dab_masks)
     if args.train_limit is not None:  # N pairs spread over all slides (dataset-size ablations)
         if not 1 <= args.train_limit <= len(data):
@@ -296,9 +298,10 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _start_from(model, path: Path) -> None:
+def _start_from(model, path: Path, part: str | None) -> None:
     """Load the weights of checkpoint ``path`` (same architecture and shapes, checked strictly by
-    ``load_weights``) into ``model`` and name it as the parent in the card."""
+    ``load_weights``; only submodule ``part`` when given) into ``model`` and name it as the parent
+    in the card."""
     from vstain.errors import CheckpointError
     from vstain.models import read_card
     from vstain.models.checkpoint import load_weights, sha256_file
@@ -307,15 +310,15 @@ def _start_from(model, path: Path) -> None:
     try:
         if base.architecture != model.card.architecture:
             raise CheckpointError(f"it holds a {base.architecture}")
-        load_weights(model, path)
+        load_weights(model, path, part)
     except CheckpointError as e:
         raise VstainError(
             f"--init {path.name} has another shape than the {model.card.architecture} being "
             f"trained: {e} Start from a checkpoint trained with the same --config and the same "
-            "--set entries that change the architecture."
+            "--set entries that change the architecture, or load one part with --init-part."
         ) from e
     model.card.parent, model.card.parent_sha256 = path.name, sha256_file(path)
-    model.card.provenance = {"init": path.name, "parent_steps": base.steps}
+    model.card.provenance = {"init": path.name, "init_part": part, "parent_steps": base.steps}
 
 
 def _training_pairs(args, with_mask: bool):
@@ -703,6 +706,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--init",
         type=Path,
         help="start from the weights of this checkpoint (same architecture; steps count from 0)",
+    )
+    tr.add_argument(
+        "--init-part",
+        metavar="NAME",
+        help="with --init, load only this submodule's weights, e.g. detector (K-Stain's HSKD)",
     )
     tr.add_argument(
         "--train-limit", type=int, help="train on N pairs spread evenly over the list (all slides)"

@@ -104,21 +104,33 @@ def load_checkpoint(
     return model.eval()
 
 
-def load_weights(model: StainModel, path: str | os.PathLike) -> None:
-    """Load a checkpoint's weights into ``model`` strictly; CheckpointError naming what differs."""
+def load_weights(model: StainModel, path: str | os.PathLike, part: str | None = None) -> None:
+    """Load a checkpoint's weights into ``model`` strictly; CheckpointError naming what differs.
+    With ``part`` (a submodule's name, e.g. ``detector``) only that submodule's weights are loaded
+    and checked; the rest of ``model`` is left as it is."""
     path = Path(path)
     try:
         tensors = load_file(path, device="cpu")
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"Cannot read the weights of {path} ({e}); copy it again.") from e
-    problem = describe_mismatch(model.state_dict(), tensors)
+    expected = model.state_dict()
+    if part is not None:
+        expected, tensors = (_submodule(d, part) for d in (expected, tensors))
+        if not expected:
+            raise CheckpointError(f"{model.card.architecture} has no part named {part!r}")
+    problem = describe_mismatch(expected, tensors)
     if problem:
         raise CheckpointError(
             f"{path.name} does not hold weights of {model.card.architecture} with this "
             f"config: {problem}. The file may be damaged, its card edited, or it belongs to "
             "another model."
         )
-    model.load_state_dict(tensors, strict=True)
+    model.load_state_dict(tensors, strict=part is None)
+
+
+def _submodule(tensors: Mapping[str, Tensor], part: str) -> dict[str, Tensor]:
+    """The entries of a state dict that belong to submodule ``part``."""
+    return {k: v for k, v in tensors.items() if k.startswith(part + ".")}
 
 
 def sha256_file(path: str | os.PathLike) -> str:

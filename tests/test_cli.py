@@ -248,7 +248,8 @@ def test_train_init_starts_from_a_checkpoints_weights_or_refuses_another_shape(
         assert torch.equal(v, source.state_dict()[k]), k
     assert model.card.provenance["init_part"] == "discriminator"
     assert main([*args, "--crop", "64", *part, "decoder"]) == 2
-    assert "no part named 'decoder'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no part named 'decoder' (its parts: discriminator, generator)" in err
 
 
 def test_train_resume_and_evaluate_commands(tmp_path, capsys):

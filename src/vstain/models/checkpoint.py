@@ -117,7 +117,10 @@ def load_weights(model: StainModel, path: str | os.PathLike, part: str | None = 
     if part is not None:
         expected, tensors = (_submodule(d, part) for d in (expected, tensors))
         if not expected:
-            raise CheckpointError(f"{model.card.architecture} has no part named {part!r}")
+            parts = ", ".join(sorted({k.split(".")[0] for k in model.state_dict()}))
+            raise CheckpointError(
+                f"{model.card.architecture} has no part named {part!r} (its parts: {parts})."
+            )
     problem = describe_mismatch(expected, tensors)
     if problem:
         raise CheckpointError(

@@ -18,6 +18,7 @@ from vstain.models import (
     list_models,
     model_configs,
 )
+from vstain.models.losses import gaussian_pyramid_l1
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,25 @@ def test_gan_baselines_update_d_then_g_and_reach_every_weight(name, pair):
 def test_pix2pix_lr_schedule():
     model = create("pix2pix")
     assert [model.lr_factor(p) for p in (0.0, 0.5, 0.75, 1.0)] == [1.0, 1.0, 0.5, 0.0]
+
+
+def test_pyramid_form_selects_the_pyramid_and_old_cards_keep_pyramidpix2pixs():
+    """``pyramid_form="asp"`` with ASP-DGRank's weights gives its pyramid L1 (the weighting
+    control); a config written before the key existed gets PyramidPix2Pix's pyramid."""
+    torch.manual_seed(0)
+    fake, real = torch.rand(2, 1, 3, 64, 64) * 2 - 1
+    asp_weights = [10 / 6] * 6
+    cfg = model_configs("pyramid-pix2pix")["small"] | {"pyramid_weights": asp_weights}
+    asp = create("pyramid-pix2pix", cfg | {"pyramid_form": "asp"})
+    loss = asp.reconstruction_loss(fake, real)
+    assert loss == gaussian_pyramid_l1(fake, real, asp_weights, "asp")
+    assert loss != gaussian_pyramid_l1(fake, real, asp_weights)
+    for name in ("pyramid-pix2pix", "pyramid-pix2pix-unet"):
+        old = model_configs(name)["small"]
+        del old["pyramid_form"]
+        assert create(name, old).config["pyramid_form"] == "pyramidpix2pix"
+    with pytest.raises(ModelError, match="pyramid_form must be one of"):
+        create("pyramid-pix2pix", cfg | {"pyramid_form": "laplacian"})
 
 
 def test_predict_restores_training_mode_and_needs_no_grad(pair):

@@ -22,7 +22,12 @@ from vstain.models.base import (
 )
 from vstain.models.blocks.patchgan import PatchGANDiscriminator
 from vstain.models.blocks.resnet_generator import STRIDE, ResnetGenerator
-from vstain.models.losses import discriminator_loss, gaussian_pyramid_l1, generator_loss
+from vstain.models.losses import (
+    PYRAMID_FORMS,
+    discriminator_loss,
+    gaussian_pyramid_l1,
+    generator_loss,
+)
 from vstain.models.registry import register
 
 _SMALL = {
@@ -43,6 +48,10 @@ _SMALL = {
     "lr_decay_start": 0.5,
 }
 _PAPER = {**_SMALL, "ngf": 64, "n_blocks": 9, "dropout": True, "ndf": 64}
+#: PyramidPix2Pix's loss: its weights and pyramid; ``pyramid_form="asp"`` builds ASP-DGRank's.
+PYRAMID = {"pyramid_weights": [25.0] * 4, "pyramid_form": "pyramidpix2pix"}
+#: Checkpoints written before ``pyramid_form`` existed used PyramidPix2Pix's pyramid.
+PYRAMID_LEGACY = {"pyramid_form": "pyramidpix2pix"}
 
 
 @register(
@@ -109,12 +118,21 @@ class Pix2Pix(StainModel):
 @register(
     "pyramid-pix2pix",
     configs={
-        "small": {**_SMALL, "pyramid_weights": [25.0] * 4},
-        "paper": {**_PAPER, "pyramid_weights": [25.0] * 4},
+        "small": {**_SMALL, **PYRAMID},
+        "paper": {**_PAPER, **PYRAMID},
     },
+    legacy=PYRAMID_LEGACY,
 )
 class PyramidPix2Pix(Pix2Pix):
     """PyramidPix2Pix (BCI): L1 summed over a Gaussian pyramid, ``pyramid_weights`` per level."""
 
+    def __init__(self, card: ModelCard):
+        if card.config["pyramid_form"] not in PYRAMID_FORMS:
+            raise ValueError(
+                f"pyramid_form must be one of {PYRAMID_FORMS}, got {card.config['pyramid_form']!r}"
+            )
+        super().__init__(card)
+
     def reconstruction_loss(self, fake: Tensor, real: Tensor) -> Tensor:
-        return gaussian_pyramid_l1(fake, real, self.config["pyramid_weights"])
+        cfg = self.config
+        return gaussian_pyramid_l1(fake, real, cfg["pyramid_weights"], cfg["pyramid_form"])

@@ -9,7 +9,7 @@ from vstain.models.base import ModelCard
 from vstain.models.blocks.resnet_generator import GENERATOR_KEYS
 from vstain.models.blocks.unet_generator import UnetGenerator
 from vstain.models.pix2pix import _SMALL as _RESNET_SMALL
-from vstain.models.pix2pix import Pix2Pix, PyramidPix2Pix
+from vstain.models.pix2pix import PYRAMID, PYRAMID_LEGACY, Pix2Pix, PyramidPix2Pix
 from vstain.models.registry import register
 
 #: The discriminator and optimiser settings of the ResNet baselines.
@@ -39,9 +39,10 @@ class UnetPix2Pix(Pix2Pix):
 @register(
     "pyramid-pix2pix-unet",
     configs={
-        "small": {**_SMALL, "attention": True, "pyramid_weights": [25.0] * 4},
-        "paper": {**_ATTENTION_32, "pyramid_weights": [25.0] * 4},
+        "small": {**_SMALL, "attention": True, **PYRAMID},
+        "paper": {**_ATTENTION_32, **PYRAMID},
     },
+    legacy=PYRAMID_LEGACY,
 )
 class UnetPyramidPix2Pix(UnetPix2Pix, PyramidPix2Pix):
     """PyramidPix2Pix (BCI): Gaussian-pyramid L1, U-Net generator (with attention by default)."""

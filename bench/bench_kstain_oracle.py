@@ -8,7 +8,7 @@ without augmentation (the true affine is that of the untransformed crop), so com
 identity run made by this script too (``--identity``). Checkpoints are ordinary ``k-stain``
 ones: score them with ``vstain evaluate``.
 Run: ``.venv/bin/python bench/bench_kstain_oracle.py DATASET OUT.safetensors --steps 600
-[--identity] [--seed 0] [--resume]``.
+[--identity] [--seed 0] [--resume] [--set KEY=VALUE ...]``.
 """
 
 import argparse
@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from bench_kstain_registration import true_tile_affine
+from vstain.cli import key_value
 from vstain.models import create, model_configs
 from vstain.models.blocks.affine import normalising_matrix
 from vstain.models.k_stain import KStain
@@ -74,8 +75,16 @@ def main() -> None:
     parser.add_argument("--identity", action="store_true", help="the identity warp instead")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue OUT to --steps")
+    parser.add_argument(
+        "--set",
+        type=key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one entry of `small`, as `vstain train --set`",
+    )
     args = parser.parse_args()
-    config = {**model_configs("k-stain")["small"], "hskd_pretrain_steps": 0}
+    config = {**model_configs("k-stain")["small"], "hskd_pretrain_steps": 0, **dict(args.set)}
     if args.identity:
         config["align"] = False
     model = create("k-stain", config, seed=args.seed, markers=["ck818"], pixel_size=0.5)

@@ -396,13 +396,13 @@ def test_evaluate_scores_adjacent_sections_against_the_aligned_ihc(tmp_path):
 
 
 def test_option_values_are_json_or_strings():
-    from vstain.cli import _option
+    from vstain.cli import key_value
 
-    assert _option("steps=50") == ("steps", 50)
-    assert _option("tta=true") == ("tta", True)
-    assert _option("marker=cd3") == ("marker", "cd3")
+    assert key_value("steps=50") == ("steps", 50)
+    assert key_value("tta=true") == ("tta", True)
+    assert key_value("marker=cd3") == ("marker", "cd3")
     with pytest.raises(argparse.ArgumentTypeError, match="KEY=VALUE"):
-        _option("steps")
+        key_value("steps")
 
 
 def test_import_writes_a_checkpoint_whose_card_says_where_it_came_from(tmp_path, capsys):

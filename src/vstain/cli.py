@@ -17,7 +17,7 @@ def _region(text: str) -> tuple[int, int, int, int]:
     return x, y, w, h
 
 
-def _option(text: str) -> tuple[str, object]:
+def key_value(text: str) -> tuple[str, object]:
     """KEY=VALUE of a model option; VALUE is JSON (a number, true/false, a list) or a string."""
     import json
 
@@ -33,7 +33,7 @@ def _option(text: str) -> tuple[str, object]:
 def _add_option_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--option",
-        type=_option,
+        type=key_value,
         action="append",
         default=[],
         metavar="KEY=VALUE",
@@ -673,7 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--config", default="small", help="small or paper (or a named ablation)")
     tr.add_argument(
         "--set",
-        type=_option,
+        type=key_value,
         action="append",
         default=[],
         metavar="KEY=VALUE",

@@ -60,6 +60,12 @@ def blur(x: Tensor, row: Tensor) -> Tensor:
     return F.conv2d(F.pad(x, (p, p, p, p), mode="reflect"), kernel, groups=c)
 
 
+def check_pyramid_form(form: object, name: str = "pyramid form") -> None:
+    """Raise ValueError unless ``form`` is one of `PYRAMID_FORMS`."""
+    if form not in PYRAMID_FORMS:
+        raise ValueError(f"{name} must be one of {PYRAMID_FORMS}, got {form!r}")
+
+
 def gaussian_pyramid(x: Tensor, levels: int, form: str = "pyramidpix2pix") -> list[Tensor]:
     """``levels`` images, finest first.
 
@@ -67,8 +73,7 @@ def gaussian_pyramid(x: Tensor, levels: int, form: str = "pyramidpix2pix") -> li
     second pixel. ``"asp"`` (ASP / LPTN): the binomial-5 blurred image at each scale, each next
     scale every second pixel of the blurred one; the last level is the coarsest image unblurred.
     """
-    if form not in PYRAMID_FORMS:
-        raise ValueError(f"pyramid form must be one of {PYRAMID_FORMS}, got {form!r}")
+    check_pyramid_form(form)
     out = []
     if form == "pyramidpix2pix":
         out.append(x)

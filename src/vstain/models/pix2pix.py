@@ -23,7 +23,7 @@ from vstain.models.base import (
 from vstain.models.blocks.patchgan import PatchGANDiscriminator
 from vstain.models.blocks.resnet_generator import STRIDE, ResnetGenerator
 from vstain.models.losses import (
-    PYRAMID_FORMS,
+    check_pyramid_form,
     discriminator_loss,
     gaussian_pyramid_l1,
     generator_loss,
@@ -127,10 +127,7 @@ class PyramidPix2Pix(Pix2Pix):
     """PyramidPix2Pix (BCI): L1 summed over a Gaussian pyramid, ``pyramid_weights`` per level."""
 
     def __init__(self, card: ModelCard):
-        if card.config["pyramid_form"] not in PYRAMID_FORMS:
-            raise ValueError(
-                f"pyramid_form must be one of {PYRAMID_FORMS}, got {card.config['pyramid_form']!r}"
-            )
+        check_pyramid_form(card.config["pyramid_form"], "pyramid_form")
         super().__init__(card)
 
     def reconstruction_loss(self, fake: Tensor, real: Tensor) -> Tensor:

@@ -383,6 +383,18 @@ def test_ablation_switches_train(switch, pair):
     assert all(math.isfinite(v) for v in losses.values())
 
 
+@pytest.mark.parametrize(("kgd_h", "moves"), [("keypoints", True), ("zero", False)])
+def test_kgd_sees_the_keypoints_unless_its_h_is_zeroed(kgd_h, moves):
+    cfg = {**model_configs("k-stain")["small"], "kgd_h": kgd_h, "sigma": 4.0}
+    model = create("k-stain", cfg, seed=0).eval()
+    ihc = torch.rand(1, 3, 64, 64)
+    points = torch.rand(1, cfg["n_keypoints"], 2) * 63
+    with torch.no_grad():
+        before = model.discriminate(ihc, points)
+        after = model.discriminate(ihc, (points + 9.0).clamp(max=63))
+    assert (before - after).abs().max() > 1e-4 if moves else torch.equal(before, after)
+
+
 @pytest.mark.parametrize(
     ("key", "value"),
     [
@@ -395,6 +407,7 @@ def test_ablation_switches_train(switch, pair):
         ("hskd_input", "lab"),
         ("robust_px", -1.0),
         ("hskd_gain", 0.0),
+        ("kgd_h", "ones"),
     ],
 )
 def test_invalid_configs_are_refused(key, value):

@@ -88,6 +88,8 @@ _SMALL = {
     "beta2": 0.999,
     "keg": True,
     "kgd": True,
+    # what KGD receives as H: "keypoints" (the paper) or "zero" (a control, not in the paper)
+    "kgd_h": "keypoints",
     "align": True,
 }
 _PAPER = {
@@ -137,7 +139,7 @@ class Correspondence:
 @register(
     "k-stain",
     configs={"small": _SMALL, "paper": _PAPER},
-    # checkpoints written before the anchor prior, the pretraining and the registering HSKD
+    # checkpoints written before the anchor prior, the pretraining, the registering HSKD and kgd_h
     legacy={
         "hskd_prior": 0.0,
         "hskd_pretrain_steps": 0,
@@ -147,6 +149,7 @@ class Correspondence:
         "hskd_input": "rgb",
         "hskd_gain": 1.0,
         "robust_px": 0.0,
+        "kgd_h": "keypoints",
     },
 )
 class KStain(StainModel):
@@ -164,6 +167,8 @@ class KStain(StainModel):
             raise ValueError(f"hskd_stages must be 1 to 4, got {cfg['hskd_stages']}")
         if cfg["hskd_input"] not in ("rgb", "hematoxylin"):
             raise ValueError(f"hskd_input must be rgb or hematoxylin, got {cfg['hskd_input']!r}")
+        if cfg["kgd_h"] not in ("keypoints", "zero"):
+            raise ValueError(f"kgd_h must be keypoints or zero, got {cfg['kgd_h']!r}")
         if cfg["robust_px"] < 0:
             raise ValueError(f"robust_px must be >= 0 (0: plain Eq. 4), got {cfg['robust_px']}")
         self.detector = KeypointDetector(
@@ -185,7 +190,9 @@ class KStain(StainModel):
         )
         embedding = self._embedding("kgd")
         self.discriminator = (
-            KeypointDiscriminator(cfg["ndf"], cfg["n_layers_d"], cfg["norm_d"], embedding)
+            KeypointDiscriminator(
+                cfg["ndf"], cfg["n_layers_d"], cfg["norm_d"], embedding, cfg["kgd_h"] == "zero"
+            )
             if embedding is not None
             else PatchGANDiscriminator(3, cfg["ndf"], cfg["n_layers_d"], cfg["norm_d"])
         )

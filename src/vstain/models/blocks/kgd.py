@@ -4,7 +4,7 @@ pix2pix's PatchGAN on the IHC, with the structural tensor H of the image's keypo
 to the image features entering every conv after the first, each time rendered on those features'
 own grid: H is fused at every feature scale of the backbone (strides 2, 4, 8, 8 for three layers).
 With ``zero_h`` the same network receives zeros in place of H (a control: the architecture
-without the keypoints).
+without the keypoints); the KSE is still built, so a seed draws the same initial weights.
 """
 
 from __future__ import annotations

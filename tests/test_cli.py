@@ -280,8 +280,12 @@ def test_train_resume_and_evaluate_commands(tmp_path, capsys):
     assert main([*base, "--steps", "2"]) == 0
     assert main([*base, "--steps", "2"]) == 2  # exists
     capsys.readouterr()
-    assert main([*base, "--steps", "4", "--resume"]) == 0
+    assert main([*base, "--steps", "4", "--resume", "--keep-steps"]) == 0
     assert "step 4/4: d " in capsys.readouterr().out  # progress lines without a terminal
+    # --keep-steps: each checkpoint also under its step's name, the final one equal to the run's
+    assert not (tmp_path / "m.step2.safetensors").exists()  # that run did not keep its steps
+    assert read_card(tmp_path / "m.step4.safetensors").steps == 4
+    assert (tmp_path / "m.step4.safetensors").read_bytes() == ckpt.read_bytes()
     log = read_loss_log(tmp_path / "m.losses.csv")
     assert log["g_rec"][0] == [1, 2, 3, 4] and log["seconds"][0] == [1, 2, 3, 4]
     card = read_card(ckpt)

@@ -228,6 +228,7 @@ def cmd_train(args) -> int:
         open_paired_dataset,
     )
     from vstain.train.loss_log import LossLog, loss_log_path
+    from vstain.train.step_copies import StepCopies
     from vstain.train.trainer import train
 
     # --set entries replace entries of the named config; unknown keys are refused by name
@@ -290,7 +291,7 @@ def cmd_train(args) -> int:
         device=args.device,
         seed=args.seed,
         ema=args.ema,
-        callbacks=[bar, log],
+        callbacks=[bar, log, *([StepCopies()] if args.keep_steps else [])],
     )
     bar.bar.close()
     print(f"{args.out}: {result.steps} steps; validation {result.validation[-1:] or 'none'}")
@@ -695,6 +696,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--pixel-size", type=float, help="um/px of the training data, for the card")
     tr.add_argument("--notes", default="", help="free text for the card")
     tr.add_argument("--val-every", type=int, default=250)
+    tr.add_argument(
+        "--keep-steps",
+        action="store_true",
+        help="keep each checkpoint (every --val-every steps) as OUT.stepN.safetensors too, the "
+        "candidates for choosing a step on the validation slide",
+    )
     tr.add_argument(
         "--val-limit",
         type=int,

@@ -8,6 +8,7 @@ from vstain.models import create, load_checkpoint, read_card
 from vstain.models.pix2pix import Pix2Pix
 from vstain.tiles import CancelToken
 from vstain.train.resume_state import RunState, load_state, save_state
+from vstain.train.step_copies import StepCopies, step_copy_path
 from vstain.train.trainer import StepBatches, TrainingError, train
 
 
@@ -77,7 +78,7 @@ def test_loss_decreases_on_one_pair_and_callbacks_fire(tmp_path):
         checkpoint_every=20,
         device="cpu",
         training_data="one test pair",
-        callbacks=[recorder, object()],  # a callback may implement nothing
+        callbacks=[recorder, object(), StepCopies()],  # a callback may implement nothing
     )
     rec = [r["g_rec"] for r in result.losses]
     assert np.mean(rec[-5:]) < 0.8 * np.mean(rec[:5])
@@ -85,6 +86,10 @@ def test_loss_decreases_on_one_pair_and_callbacks_fire(tmp_path):
     assert [s for s, _ in recorder.validations] == [20, 30]  # every 20 steps and at the end
     assert {"psnr", "ssim", "object_f1"} <= set(recorder.validations[-1][1])
     assert [s for s, _ in recorder.checkpoints] == [20, 30]
+    for step, saved in recorder.checkpoints:  # StepCopies kept each step's weights and card
+        copy = load_checkpoint(step_copy_path(ckpt, step))
+        assert copy.card.steps == step
+        assert_same(saved, weights(copy))
     card = read_card(ckpt)
     assert card.steps == 30 and card.training_data == "one test pair"
     assert card.metrics["validation_step"] == 30

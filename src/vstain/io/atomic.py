@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,3 +37,8 @@ def write_atomically(path, write: Callable[[Path], None]) -> Path:
 def write_text_atomically(path, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     return write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def copy_atomically(source, target) -> Path:
+    """Copy the file ``source`` to ``target`` atomically."""
+    return write_atomically(target, lambda tmp: shutil.copyfile(source, tmp))

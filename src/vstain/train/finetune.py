@@ -10,7 +10,6 @@ base's weights and the result carries a warning.
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 from torch import nn
 
 from vstain.errors import VstainError
-from vstain.io.atomic import write_atomically
+from vstain.io.atomic import copy_atomically
 from vstain.io.slide import Slide
 from vstain.models.base import StainModel
 from vstain.models.checkpoint import load_checkpoint, read_card, save_checkpoint, sha256_file
@@ -91,10 +90,6 @@ def trainable_counts(model: StainModel) -> dict[str, int]:
     return counts
 
 
-def _copy_atomically(source: Path, target: Path) -> None:
-    write_atomically(target, lambda tmp: shutil.copyfile(source, tmp))
-
-
 class _KeepBest:
     """Trainer callback: after each save, copy the work checkpoint to ``out`` when the validation
     at that step is the best so far, the base's included (or always, when there is no
@@ -116,7 +111,7 @@ class _KeepBest:
 
     def on_checkpoint(self, path: Path) -> None:
         if not self.validated:
-            _copy_atomically(path, self.out)
+            copy_atomically(path, self.out)
             return
         if self._last is None:
             return
@@ -124,7 +119,7 @@ class _KeepBest:
         best = self.best or self.base
         if best is None or metrics["psnr"] > best["psnr"]:
             self.best, self.best_step = metrics, step
-            _copy_atomically(path, self.out)
+            copy_atomically(path, self.out)
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Picture of test tiles: H&E, real IHC, then each checkpoint's virtual IHC, one row per tile.
 
-python docs/make_model_gallery.py --data /tmp/ck818ds --tiles 0 5 12 \
+python docs/make_model_gallery.py --data /tmp/ck818val --tiles 0 5 12 \
     --out docs/images/gallery_ck818.jpg --option steps=20 --option sampler=dpm-solver++ \
     implicit-stainer stain-diffuser pix2pix
 Predict options (``--option KEY=VALUE``) go to the models that take them.
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from skimage.io import imsave
 
-from vstain.cli import _option
+from vstain.cli import key_value
 from vstain.models.registry import predict_options
 from vstain.pipeline import load_model
 from vstain.train.datasets import open_paired_dataset
@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("models", nargs="+", help="shipped names or checkpoint paths")
     parser.add_argument("--data", type=Path, required=True, help="paired dataset (test split)")
     parser.add_argument("--tiles", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--option", type=_option, action="append", default=[])
+    parser.add_argument("--option", type=key_value, action="append", default=[])
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 

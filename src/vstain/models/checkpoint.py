@@ -26,6 +26,12 @@ FORMAT_KEY = "vstain_format"
 FORMAT_VERSION = "1"
 
 
+def beside(checkpoint: str | os.PathLike, suffix: str) -> Path:
+    """A file next to a checkpoint: ``run.safetensors``, ``.losses.csv`` -> ``run.losses.csv``."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.name.removesuffix(".safetensors") + suffix)
+
+
 def save_checkpoint(model: StainModel, path: str | os.PathLike) -> Path:
     """Write ``model``'s weights and card to ``path`` atomically (temp file, fsync, rename)."""
     path = Path(path)

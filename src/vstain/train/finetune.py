@@ -20,7 +20,13 @@ from vstain.errors import VstainError
 from vstain.io.atomic import copy_atomically
 from vstain.io.slide import Slide
 from vstain.models.base import StainModel
-from vstain.models.checkpoint import load_checkpoint, read_card, save_checkpoint, sha256_file
+from vstain.models.checkpoint import (
+    beside,
+    load_checkpoint,
+    read_card,
+    save_checkpoint,
+    sha256_file,
+)
 from vstain.models.registry import resolve_config
 from vstain.train.regions import IhcReader, Region, region_datasets
 from vstain.train.trainer import train
@@ -139,7 +145,7 @@ class FinetuneResult:
 
 def work_path(out: Path) -> Path:
     """Where a fine-tune into ``out`` trains (and resumes from)."""
-    return out.with_name(out.name.removesuffix(".safetensors") + ".work.safetensors")
+    return beside(out, ".work.safetensors")
 
 
 def _scores(metrics: dict) -> dict:

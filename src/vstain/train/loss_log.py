@@ -5,10 +5,12 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from vstain.models.checkpoint import beside
+
 
 def loss_log_path(checkpoint: Path) -> Path:
     """``run.safetensors`` -> ``run.losses.csv``."""
-    return checkpoint.with_name(checkpoint.name.removesuffix(".safetensors") + ".losses.csv")
+    return beside(checkpoint, ".losses.csv")
 
 
 class LossLog:

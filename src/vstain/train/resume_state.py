@@ -22,6 +22,7 @@ from torch.optim import Optimizer
 from vstain.errors import CheckpointError
 from vstain.io.atomic import write_atomically
 from vstain.io.limits import loads_bounded
+from vstain.models.checkpoint import beside
 
 META_KEY = "vstain_train_state"
 
@@ -39,7 +40,7 @@ class RunState:
 
 def state_path(checkpoint: Path) -> Path:
     """``a.safetensors`` -> ``a.state.safetensors``."""
-    return checkpoint.with_name(checkpoint.name.removesuffix(".safetensors") + ".state.safetensors")
+    return beside(checkpoint, ".state.safetensors")
 
 
 def _optimizer_entries(name: str, opt: Optimizer) -> tuple[dict[str, Tensor], dict]:

@@ -6,14 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from vstain.io.atomic import copy_atomically
-from vstain.models.checkpoint import read_card
+from vstain.models.checkpoint import beside, read_card
 
 
 def step_copy_path(checkpoint: Path, step: int) -> Path:
     """``run.safetensors`` at step 500 -> ``run.step500.safetensors``."""
-    return checkpoint.with_name(
-        f"{checkpoint.name.removesuffix('.safetensors')}.step{step}.safetensors"
-    )
+    return beside(checkpoint, f".step{step}.safetensors")
 
 
 class StepCopies:

@@ -729,7 +729,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         metavar="STEPS",
         help="StainDiffuser: train a segmentation net STEPS steps on the threshold DAB masks and "
-        "train on its masks instead (the paper did for CD3; 300 is a good start)",
+        "train on its masks instead (the paper did for CD3; 600 gave masks closer to the truth "
+        "than the threshold's for every seed tried)",
     )
     tr.add_argument(
         "--ema", type=float, help="keep and ship an EMA of the weights, e.g. 0.999 (diffusion)"

@@ -7,7 +7,10 @@ vstain never compiles kernels (no ``torch.compile``), so in exactly that situati
 marked unavailable (``import triton`` raises ImportError) and torch carries on without it.
 Importing this module applies the guard. torchvision pulls in torch._dynamo and sympy (about
 160 MiB), so vstain imports it only inside the functions that use it, each calling
-`guard_triton` first (the plugin may have started Mesa since this module was imported).
+`guard_triton` first (the plugin may have started Mesa since this module was imported). The
+meta-device build that checks a config's memory calls it too: initialising meta tensors runs
+torch._refs, which imports torch._dynamo, so a script that imports vstain and then opens napari
+crashed at its first model.
 """
 
 from __future__ import annotations

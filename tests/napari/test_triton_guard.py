@@ -9,21 +9,28 @@ from vstain.triton_guard import mesa_llvm_loaded
 
 pytestmark = pytest.mark.gui
 
-AFTER_VIEWER = """
+VIEWER = """
 import napari
 viewer = napari.Viewer(show=False)
 viewer.add_image(__import__("numpy").zeros((8, 8)))
 viewer.screenshot()
+"""
+MODELS = """
 import vstain.models
 from vstain.models.perceptual import vgg16_features
+vstain.models.create("pix2pix")  # the meta-device build: torch._refs imports torch._dynamo
 vstain.models.create("implicit-stainer")  # imports torchvision, which imports torch._dynamo
 vgg16_features()
 print("alive", "triton" in __import__("sys").modules)
 """
+# vstain imported before the viewer (the CLI, a user's script): Mesa loads after the import-time
+# guard ran, so each path into torch._dynamo must check again.
+IMPORTED_FIRST = "import vstain.models\n" + VIEWER + MODELS
 
 
-def test_models_load_after_a_viewer_without_crashing():
-    done = subprocess.run([sys.executable, "-c", AFTER_VIEWER], capture_output=True, text=True)
+@pytest.mark.parametrize("script", [VIEWER + MODELS, IMPORTED_FIRST], ids=["after", "before"])
+def test_models_load_after_a_viewer_without_crashing(script):
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "alive" in done.stdout
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from vstain.errors import ModelError
 from vstain.io.limits import finite_number, machine_memory
+from vstain.triton_guard import guard_triton
 
 INT_FACTOR = 16
 INT_FLOOR = 1024
@@ -84,6 +85,7 @@ def _scalar_check(key: str, known: list) -> Callable[[object], str | None] | Non
 def check_weight_memory(make: Callable[[], nn.Module], name: str) -> None:
     """Build ``make()`` on the meta device and raise `ModelError` if its weights, times the copies
     training keeps, would not fit in the machine's memory."""
+    guard_triton()  # initialising meta tensors runs torch._refs, which imports torch._dynamo
     with torch.device("meta"):
         probe = make()
     tensors = [*probe.parameters(), *probe.buffers()]
